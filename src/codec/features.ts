@@ -1,0 +1,305 @@
+/**
+ * Typed feature values and their protobuf encoding: what the client and the embedded store
+ * hand to users, and what they send. The server's hot path never uses this file; it works on
+ * the encoded bytes (src/service/record.ts).
+ */
+import { FeatureStoreError, invalidArgument } from "./status.ts";
+import { decodeUtf8, type ProtoReader, type ProtoWriter, WireType } from "./wire.ts";
+
+/**
+ * A feature value as users see it.
+ * - `int_value` reads as `number` when it is a safe integer, else `bigint`.
+ * - `double_value` reads as `number`, `float_list` as `Float32Array`, `int_list` as `BigInt64Array`,
+ *   `string_list` as `string[]`, `bytes_value` as `Uint8Array`.
+ */
+export type FeatureValue =
+  | number
+  | bigint
+  | string
+  | boolean
+  | Uint8Array
+  | Float32Array
+  | BigInt64Array
+  | string[];
+
+/**
+ * What users may write. A plain `number` is stored as `int_value` when it is a safe integer and
+ * as `double_value` otherwise; wrap it as `{ double: 2 }` to force a double (or `{ int: 2 }`).
+ * A `number[]` is stored as a `float_list`.
+ */
+export type FeatureInput = FeatureValue | number[] | { double: number } | { int: number | bigint };
+
+/** The features of one entity, by name. */
+export type Features = Record<string, FeatureValue>;
+/** Features to write, by name. */
+export type FeaturesInput = Record<string, FeatureInput>;
+
+/** FeatureValue field numbers (proto/featurestore/v1/featurestore.proto). */
+export const ValueField = {
+  Int: 1,
+  Double: 2,
+  String: 3,
+  Bool: 4,
+  Bytes: 5,
+  FloatList: 6,
+  IntList: 7,
+  StringList: 8,
+} as const;
+
+/** Writes the body of a FeatureValue message (the oneof field only). */
+export function writeFeatureValue(w: ProtoWriter, name: string, v: FeatureInput): void {
+  if (typeof v === "number") {
+    if (Number.isSafeInteger(v)) {
+      w.tag(ValueField.Int, WireType.Varint);
+      if (v >= 0) w.varint(v);
+      else w.varint64(BigInt(v));
+    } else {
+      w.tag(ValueField.Double, WireType.Fixed64);
+      w.double(v);
+    }
+  } else if (typeof v === "bigint") {
+    if (v < -(2n ** 63n) || v >= 2n ** 63n)
+      throw invalidArgument(`feature "${name}": ${v} does not fit int64`);
+    w.tag(ValueField.Int, WireType.Varint);
+    w.varint64(v);
+  } else if (typeof v === "string") {
+    w.stringField(ValueField.String, v);
+  } else if (typeof v === "boolean") {
+    w.tag(ValueField.Bool, WireType.Varint);
+    w.byte(v ? 1 : 0);
+  } else if (v instanceof Float32Array || (Array.isArray(v) && v.every((x) => typeof x === "number"))) {
+    const floats = v instanceof Float32Array ? v : Float32Array.from(v as number[]);
+    const at = w.beginLength(ValueField.FloatList);
+    if (floats.length > 0) {
+      w.tag(1, WireType.Bytes);
+      w.varint(floats.length * 4);
+      w.raw(new Uint8Array(floats.buffer, floats.byteOffset, floats.length * 4));
+    }
+    w.endLength(at);
+  } else if (v instanceof BigInt64Array) {
+    const at = w.beginLength(ValueField.IntList);
+    if (v.length > 0) {
+      const inner = w.beginLength(1);
+      for (const x of v) w.varint64(x);
+      w.endLength(inner);
+    }
+    w.endLength(at);
+  } else if (Array.isArray(v)) {
+    const at = w.beginLength(ValueField.StringList);
+    for (const s of v) {
+      if (typeof s !== "string")
+        throw invalidArgument(`feature "${name}": a list must hold only numbers or strings`);
+      w.stringField(1, s);
+    }
+    w.endLength(at);
+  } else if (v instanceof Uint8Array) {
+    w.bytesField(ValueField.Bytes, v);
+  } else if (typeof v === "object" && v !== null && "double" in v && typeof v.double === "number") {
+    w.tag(ValueField.Double, WireType.Fixed64);
+    w.double(v.double);
+  } else if (typeof v === "object" && v !== null && "int" in v) {
+    const n = v.int;
+    if (typeof n === "number" && !Number.isSafeInteger(n))
+      throw invalidArgument(`feature "${name}": { int: ${n} } is not a safe integer`);
+    writeFeatureValue(w, name, typeof n === "number" ? n : BigInt.asIntN(64, n));
+  } else {
+    throw invalidArgument(`feature "${name}": unsupported value type ${describe(v)}`);
+  }
+}
+
+function describe(v: unknown): string {
+  return v === null ? "null" : typeof v === "object" ? (v.constructor?.name ?? "object") : typeof v;
+}
+
+/** Writes a `map<string, FeatureValue>` as repeated entries of field `field`. */
+export function writeFeatureMap(w: ProtoWriter, field: number, features: FeaturesInput): void {
+  for (const name of Object.keys(features)) {
+    const entry = w.beginLength(field);
+    w.stringField(1, name);
+    const value = w.beginLength(2);
+    writeFeatureValue(w, name, features[name]!);
+    w.endLength(value);
+    w.endLength(entry);
+  }
+}
+
+const f32 = new Float32Array(1);
+const f32Bytes = new Uint8Array(f32.buffer);
+
+/** Reads a FeatureValue message in r.buf[start,end) into its typed form. */
+export function readFeatureValue(r: ProtoReader, start: number, end: number): FeatureValue {
+  const outerEnd = r.end;
+  r.end = end;
+  r.pos = start;
+  let value: FeatureValue | undefined;
+  while (!r.done()) {
+    const tag = r.tag();
+    const wt = tag & 7;
+    switch (tag >>> 3) {
+      case ValueField.Int: {
+        expectWire(wt, WireType.Varint, "int_value");
+        const big = r.varint64();
+        value = big >= Number.MIN_SAFE_INTEGER && big <= Number.MAX_SAFE_INTEGER ? Number(big) : big;
+        break;
+      }
+      case ValueField.Double:
+        expectWire(wt, WireType.Fixed64, "double_value");
+        value = r.double();
+        break;
+      case ValueField.String:
+        expectWire(wt, WireType.Bytes, "string_value");
+        r.bytesRange();
+        value = decodeUtf8(r.buf, r.fieldStart, r.fieldEnd);
+        break;
+      case ValueField.Bool:
+        expectWire(wt, WireType.Varint, "bool_value");
+        value = r.varint() !== 0;
+        break;
+      case ValueField.Bytes:
+        expectWire(wt, WireType.Bytes, "bytes_value");
+        r.bytesRange();
+        value = r.buf.slice(r.fieldStart, r.fieldEnd);
+        break;
+      case ValueField.FloatList:
+        expectWire(wt, WireType.Bytes, "float_list");
+        r.bytesRange();
+        value = readFloatList(r, r.fieldStart, r.fieldEnd);
+        break;
+      case ValueField.IntList:
+        expectWire(wt, WireType.Bytes, "int_list");
+        r.bytesRange();
+        value = readIntList(r, r.fieldStart, r.fieldEnd);
+        break;
+      case ValueField.StringList:
+        expectWire(wt, WireType.Bytes, "string_list");
+        r.bytesRange();
+        value = readStringList(r, r.fieldStart, r.fieldEnd);
+        break;
+      default:
+        r.skip(wt);
+    }
+  }
+  r.end = outerEnd;
+  if (value === undefined) throw invalidArgument("FeatureValue has no value set");
+  return value;
+}
+
+function expectWire(actual: number, expected: number, field: string): void {
+  if (actual !== expected) throw invalidArgument(`${field} has wire type ${actual}, expected ${expected}`);
+}
+
+function readFloatList(r: ProtoReader, start: number, end: number): Float32Array {
+  const buf = r.buf;
+  const values: number[] = [];
+  const outerEnd = r.end;
+  r.end = end;
+  r.pos = start;
+  while (!r.done()) {
+    const tag = r.tag();
+    if (tag === ((1 << 3) | WireType.Bytes)) {
+      r.bytesRange();
+      const n = r.fieldEnd - r.fieldStart;
+      if (n % 4 !== 0) throw invalidArgument("packed float list length is not a multiple of 4");
+      if (values.length === 0 && r.done()) {
+        // The usual case: one packed run. Copy it once into an aligned array.
+        const out = new Float32Array(n / 4);
+        new Uint8Array(out.buffer).set(buf.subarray(r.fieldStart, r.fieldEnd));
+        r.end = outerEnd;
+        return out;
+      }
+      for (let p = r.fieldStart; p < r.fieldEnd; p += 4) values.push(readF32(buf, p));
+    } else if (tag === ((1 << 3) | WireType.Fixed32)) {
+      if (end - r.pos < 4) throw invalidArgument("truncated float");
+      values.push(readF32(buf, r.pos));
+      r.pos += 4;
+    } else {
+      r.skip(tag & 7);
+    }
+  }
+  r.end = outerEnd;
+  return Float32Array.from(values);
+}
+
+function readF32(buf: Uint8Array, p: number): number {
+  f32Bytes[0] = buf[p]!;
+  f32Bytes[1] = buf[p + 1]!;
+  f32Bytes[2] = buf[p + 2]!;
+  f32Bytes[3] = buf[p + 3]!;
+  return f32[0]!;
+}
+
+function readIntList(r: ProtoReader, start: number, end: number): BigInt64Array {
+  const values: bigint[] = [];
+  const outerEnd = r.end;
+  r.end = end;
+  r.pos = start;
+  while (!r.done()) {
+    const tag = r.tag();
+    if (tag === ((1 << 3) | WireType.Bytes)) {
+      r.bytesRange();
+      const after = r.pos;
+      const listEnd = r.end;
+      r.pos = r.fieldStart;
+      r.end = r.fieldEnd;
+      while (!r.done()) values.push(r.varint64());
+      r.pos = after;
+      r.end = listEnd;
+    } else if (tag === ((1 << 3) | WireType.Varint)) {
+      values.push(r.varint64());
+    } else {
+      r.skip(tag & 7);
+    }
+  }
+  r.end = outerEnd;
+  return BigInt64Array.from(values);
+}
+
+function readStringList(r: ProtoReader, start: number, end: number): string[] {
+  const values: string[] = [];
+  const outerEnd = r.end;
+  r.end = end;
+  r.pos = start;
+  while (!r.done()) {
+    const tag = r.tag();
+    if (tag === ((1 << 3) | WireType.Bytes)) {
+      r.bytesRange();
+      values.push(decodeUtf8(r.buf, r.fieldStart, r.fieldEnd));
+    } else {
+      r.skip(tag & 7);
+    }
+  }
+  r.end = outerEnd;
+  return values;
+}
+
+/** Reads one `map<string, FeatureValue>` entry in r.buf[start,end) into `into`. */
+export function readFeatureEntry(r: ProtoReader, start: number, end: number, into: Features): void {
+  const outerEnd = r.end;
+  r.end = end;
+  r.pos = start;
+  let name = "";
+  let valueStart = -1;
+  let valueEnd = -1;
+  while (!r.done()) {
+    const tag = r.tag();
+    if (tag === ((1 << 3) | WireType.Bytes)) {
+      r.bytesRange();
+      name = decodeUtf8(r.buf, r.fieldStart, r.fieldEnd);
+    } else if (tag === ((2 << 3) | WireType.Bytes)) {
+      r.bytesRange();
+      valueStart = r.fieldStart;
+      valueEnd = r.fieldEnd;
+    } else {
+      r.skip(tag & 7);
+    }
+  }
+  if (valueStart < 0) throw invalidArgument(`feature "${name}" has no value`);
+  try {
+    into[name] = readFeatureValue(r, valueStart, valueEnd);
+  } catch (err) {
+    const e = FeatureStoreError.from(err);
+    throw new FeatureStoreError(e.code, `feature "${name}": ${e.message}`, { cause: err });
+  }
+  r.pos = end;
+  r.end = outerEnd;
+}

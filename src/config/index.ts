@@ -1,0 +1,138 @@
+/**
+ * Server configuration from environment variables, validated eagerly: a bad value stops the
+ * process at start with a message that names the variable, its bounds and its default.
+ */
+
+export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface Config {
+  /** Address both listeners bind to. HOST, default 0.0.0.0. */
+  host: string;
+  /** Binary TCP protocol port; 0 picks a free one. TCP_PORT, default 50051. */
+  tcpPort: number;
+  /** Connect / gRPC-web / health / metrics port; 0 picks a free one. HTTP_PORT, default 8081. */
+  httpPort: number;
+  /** Most entities held; LRU eviction past it. CACHE_SIZE, default 1,000,000. */
+  cacheSize: number;
+  /** Most bytes of ids and records held; LRU eviction past it. CACHE_MAX_BYTES, default 1 GiB. */
+  cacheMaxBytes: number;
+  /** Cache shards, a power of two. SHARD_COUNT, default 16. */
+  shardCount: number;
+  /** TTL for writes that give none, ms; 0 = never expire. DEFAULT_TTL_MS, default 0. */
+  defaultTtlMs: number;
+  /** LOG_LEVEL: debug, info, warn, error. Default info. */
+  logLevel: LogLevel;
+  /** Log every request (debug level, costs throughput). LOG_REQUESTS, default false. */
+  logRequests: boolean;
+  /** Largest request body, bytes, on TCP and HTTP. MAX_FRAME_BYTES, default 4 MiB. */
+  maxFrameBytes: number;
+  /** Answers a TCP client may leave unread before it is disconnected, bytes. MAX_PENDING_OUTPUT_BYTES, default 16 MiB. */
+  maxPendingOutputBytes: number;
+  /** Longest entity id, UTF-8 bytes. MAX_ENTITY_ID_BYTES, default 1024. */
+  maxEntityIdBytes: number;
+  /** Most ids in a BatchGet / items in a BatchSet. MAX_BATCH_ITEMS, default 10,000. */
+  maxBatchItems: number;
+  /** Most open TCP connections; past it new ones are closed at once. MAX_CONNECTIONS, default 10,000. */
+  maxConnections: number;
+  /** Longest graceful shutdown before connections are cut, ms. SHUTDOWN_TIMEOUT_MS, default 10,000. */
+  shutdownTimeoutMs: number;
+  /** Record request counts and latencies. METRICS_ENABLED, default true. */
+  metricsEnabled: boolean;
+}
+
+export const DEFAULTS: Config = {
+  host: "0.0.0.0",
+  tcpPort: 50051,
+  httpPort: 8081,
+  cacheSize: 1_000_000,
+  cacheMaxBytes: 1024 * 1024 * 1024,
+  shardCount: 16,
+  defaultTtlMs: 0,
+  logLevel: "info",
+  logRequests: false,
+  maxFrameBytes: 4 * 1024 * 1024,
+  maxPendingOutputBytes: 16 * 1024 * 1024,
+  maxEntityIdBytes: 1024,
+  maxBatchItems: 10_000,
+  maxConnections: 10_000,
+  shutdownTimeoutMs: 10_000,
+  metricsEnabled: true,
+};
+
+/** A configuration error: the message is meant for the operator as it is. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+type Env = Record<string, string | undefined>;
+
+function int(env: Env, name: string, def: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === "") return def;
+  const s = raw.trim().replaceAll("_", "");
+  const v = Number(s);
+  if (!/^-?\d+$/.test(s) || !Number.isSafeInteger(v) || v < min || v > max) {
+    throw new ConfigError(
+      `${name}=${JSON.stringify(raw)} is invalid: expected an integer from ${min} to ${max} (default ${def})`,
+    );
+  }
+  return v;
+}
+
+function bool(env: Env, name: string, def: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === "") return def;
+  const s = raw.trim().toLowerCase();
+  if (["1", "true", "yes", "on"].includes(s)) return true;
+  if (["0", "false", "no", "off"].includes(s)) return false;
+  throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected true or false (default ${def})`);
+}
+
+/** Reads and validates the configuration; throws ConfigError naming the first bad variable. */
+export function loadConfig(env: Env = process.env): Config {
+  const shardCount = int(env, "SHARD_COUNT", DEFAULTS.shardCount, 1, 1024);
+  if ((shardCount & (shardCount - 1)) !== 0) {
+    throw new ConfigError(
+      `SHARD_COUNT=${shardCount} is invalid: expected a power of two from 1 to 1024 (default 16)`,
+    );
+  }
+  const logLevel = (env.LOG_LEVEL?.trim().toLowerCase() || DEFAULTS.logLevel) as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new ConfigError(
+      `LOG_LEVEL=${JSON.stringify(env.LOG_LEVEL)} is invalid: expected one of ${LOG_LEVELS.join(", ")}`,
+    );
+  }
+  const cacheSize = int(env, "CACHE_SIZE", DEFAULTS.cacheSize, 1, 1 << 30);
+  const cacheMaxBytes = int(env, "CACHE_MAX_BYTES", DEFAULTS.cacheMaxBytes, 1024, 2 ** 46);
+  if (cacheSize < shardCount) {
+    throw new ConfigError(
+      `CACHE_SIZE=${cacheSize} is invalid: it must be at least SHARD_COUNT (${shardCount})`,
+    );
+  }
+  const host = env.HOST?.trim() || DEFAULTS.host;
+  return {
+    host,
+    tcpPort: int(env, "TCP_PORT", DEFAULTS.tcpPort, 0, 65535),
+    httpPort: int(env, "HTTP_PORT", DEFAULTS.httpPort, 0, 65535),
+    cacheSize,
+    cacheMaxBytes,
+    shardCount,
+    defaultTtlMs: int(env, "DEFAULT_TTL_MS", DEFAULTS.defaultTtlMs, 0, 2 ** 42),
+    logLevel,
+    logRequests: bool(env, "LOG_REQUESTS", DEFAULTS.logRequests),
+    maxFrameBytes: int(env, "MAX_FRAME_BYTES", DEFAULTS.maxFrameBytes, 1024, 1024 * 1024 * 1024),
+    maxPendingOutputBytes: int(
+      env,
+      "MAX_PENDING_OUTPUT_BYTES",
+      DEFAULTS.maxPendingOutputBytes,
+      65536,
+      2 ** 32,
+    ),
+    maxEntityIdBytes: int(env, "MAX_ENTITY_ID_BYTES", DEFAULTS.maxEntityIdBytes, 1, 65535),
+    maxBatchItems: int(env, "MAX_BATCH_ITEMS", DEFAULTS.maxBatchItems, 1, 1_000_000),
+    maxConnections: int(env, "MAX_CONNECTIONS", DEFAULTS.maxConnections, 1, 1_000_000),
+    shutdownTimeoutMs: int(env, "SHUTDOWN_TIMEOUT_MS", DEFAULTS.shutdownTimeoutMs, 0, 600_000),
+    metricsEnabled: bool(env, "METRICS_ENABLED", DEFAULTS.metricsEnabled),
+  };
+}

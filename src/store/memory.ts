@@ -1,0 +1,56 @@
+/** The in-memory record store: the typed-array sharded LRU of src/cache. */
+import { CacheError, type CacheOptions, ShardedLruCache } from "../cache/index.ts";
+import { Code, FeatureStoreError } from "../codec/status.ts";
+import type { RecordStore } from "./types.ts";
+
+export class MemoryStore implements RecordStore {
+  readonly cache: ShardedLruCache;
+  readonly ready = true;
+  private readonly clock: () => number;
+
+  constructor(options: CacheOptions) {
+    this.cache = new ShardedLruCache(options);
+    this.clock = options.now ?? Date.now;
+  }
+
+  find(key: Uint8Array, start: number, end: number): number {
+    return this.cache.find(key, start, end);
+  }
+  arena(handle: number): Uint8Array {
+    return this.cache.arenaOf(handle);
+  }
+  offset(handle: number): number {
+    return this.cache.valueOffset(handle);
+  }
+  length(handle: number): number {
+    return this.cache.valueLength(handle);
+  }
+  copyTo(handle: number, dst: Uint8Array, at: number): number {
+    return this.cache.copyValue(handle, dst, at);
+  }
+  expiresAt(handle: number): number {
+    return this.cache.expiresAt(handle);
+  }
+  write(key: Uint8Array, start: number, end: number, record: Uint8Array, ttlMs: number): void {
+    try {
+      this.cache.set(key, record, ttlMs, start, end);
+    } catch (err) {
+      if (err instanceof CacheError && err.code !== "INVALID_OPTION") {
+        throw new FeatureStoreError(
+          Code.ResourceExhausted,
+          `entity record cannot be stored: ${err.message}`,
+          {
+            cause: err,
+          },
+        );
+      }
+      throw err;
+    }
+  }
+  remove(key: Uint8Array, start: number, end: number): boolean {
+    return this.cache.delete(key, start, end);
+  }
+  now(): number {
+    return this.clock();
+  }
+}

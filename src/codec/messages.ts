@@ -3,7 +3,6 @@
  * side (what a caller sends, what it gets back). Shared by the TCP client and the embedded store.
  */
 import { type Features, type FeaturesInput, readFeatureEntry, writeFeatureMap } from "./features.ts";
-import { Method } from "./frame.ts";
 import { decodeUtf8, ProtoReader, type ProtoWriter, WireType } from "./wire.ts";
 
 /** Result of GetFeatures: `found` is false for a missing or expired entity (a miss is not an error). */
@@ -150,8 +149,3 @@ export function decodeField1Varint(buf: Uint8Array): number {
   }
   return v;
 }
-
-/** Encodes the request for a typed call; returns the wire method. */
-export type RequestEncoder = (w: ProtoWriter) => Method;
-
-export { Method };

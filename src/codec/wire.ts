@@ -124,6 +124,12 @@ export class ProtoWriter {
     this.raw(src, start, end);
   }
 
+  /** Raw UTF-8 of `s`, no tag or length (error frame bodies). */
+  utf8(s: string): void {
+    this.ensure(s.length * 3);
+    this.pos += utf8Encoder.encodeInto(s, this.bytes.subarray(this.pos)).written;
+  }
+
   /** Length-delimited string field, encoded in place (no intermediate buffer). */
   stringField(field: number, s: string): void {
     this.tag(field, WireType.Bytes);

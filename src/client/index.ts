@@ -1,0 +1,260 @@
+/**
+ * The feature store client (`import { FeatureStoreClient } from "featurestore/client"`).
+ *
+ * ```ts
+ * const client = await FeatureStoreClient.connect({ servers: ["10.0.0.1:50051", "10.0.0.2:50051"] });
+ * await client.setFeatures("user:42", { clicks: 3, embedding: new Float32Array([0.1, 0.2]) });
+ * const { found, features } = await client.getFeatures("user:42", ["clicks"]);
+ * await client.close();
+ * ```
+ *
+ * The typed methods encode the request, hand the bytes to a ClientTransport (TCP in
+ * production, in-memory in tests) and decode the answer. Every failure is a FeatureStoreError
+ * whose `code` is a gRPC status code (`Code`).
+ */
+import type { FeaturesInput } from "../codec/features.ts";
+import { Method } from "../codec/frame.ts";
+import {
+  type BatchGetResult,
+  decodeBatchGetResponse,
+  decodeField1Varint,
+  decodeGetFeaturesResponse,
+  encodeBatchGetRequest,
+  encodeBatchSetRequest,
+  encodeDeleteFeaturesRequest,
+  encodeGetFeaturesRequest,
+  encodeSetFeaturesRequest,
+  type FeatureStoreApi,
+  type GetFeaturesResult,
+  type SetFeaturesItem,
+} from "../codec/messages.ts";
+import { Code, FeatureStoreError } from "../codec/status.ts";
+import { ProtoWriter } from "../codec/wire.ts";
+import { type ClientOptions, DEFAULT_DEADLINE_MS, positive } from "./options.ts";
+import { TcpTransport } from "./tcp.ts";
+import { type ClientTransport, rejected } from "./transport.ts";
+
+export type { FeatureInput, Features, FeaturesInput, FeatureValue } from "../codec/features.ts";
+export { METHOD_NAMES, Method } from "../codec/frame.ts";
+export type {
+  BatchGetResult,
+  FeatureStoreApi,
+  GetFeaturesResult,
+  SetFeaturesItem,
+} from "../codec/messages.ts";
+export { CODE_NAMES, Code, FeatureStoreError } from "../codec/status.ts";
+export { InMemoryTransport, type RequestHandler } from "./memory.ts";
+export {
+  type ClientOptions,
+  DEADLINE_TICK_MS,
+  DEFAULT_CONNECTIONS_PER_SERVER,
+  DEFAULT_DEADLINE_MS,
+  DEFAULT_MAX_FRAME_BYTES,
+  DEFAULT_MAX_IN_FLIGHT,
+  DEFAULT_RECONNECT_INITIAL_MS,
+  DEFAULT_RECONNECT_MAX_MS,
+  type Endpoint,
+} from "./options.ts";
+export { TcpTransport, type TransportStats } from "./tcp.ts";
+export type { ClientTransport } from "./transport.ts";
+
+/** Per-call options. */
+export interface CallOptions {
+  /** Deadline of this call, ms from now; overrides the client's default. */
+  deadlineMs?: number;
+}
+
+export class FeatureStoreClient implements FeatureStoreApi {
+  /** Default deadline of a call, ms. */
+  readonly deadlineMs: number;
+  /** Requests are encoded here; the transport copies them before `call` returns. */
+  private readonly w = new ProtoWriter(4096);
+
+  /**
+   * Connects a pool of TCP connections (see ClientOptions); resolves once at least one is up,
+   * rejects UNAVAILABLE if none is within `deadlineMs` (and releases everything it opened).
+   * Connections still down keep retrying in the background.
+   */
+  static async connect(opts: ClientOptions): Promise<FeatureStoreClient> {
+    const transport = new TcpTransport(opts);
+    try {
+      await transport.ready();
+    } catch (err) {
+      await transport.close();
+      throw err;
+    }
+    return new FeatureStoreClient(transport, { deadlineMs: transport.options.deadlineMs });
+  }
+
+  /**
+   * A client over any transport: `new FeatureStoreClient(new InMemoryTransport(service))`.
+   * @param opts.deadlineMs default deadline per call, ms (default 1000).
+   */
+  constructor(
+    readonly transport: ClientTransport,
+    opts: { deadlineMs?: number } = {},
+  ) {
+    this.deadlineMs = positive("deadlineMs", opts.deadlineMs, DEFAULT_DEADLINE_MS);
+  }
+
+  /** Features of one entity: all of them, or only `featureNames` (the others are listed in `missing`). */
+  getFeatures(
+    entityId: string,
+    featureNames?: readonly string[],
+    callOpts?: CallOptions,
+  ): Promise<GetFeaturesResult> {
+    const w = this.w;
+    w.reset();
+    try {
+      encodeGetFeaturesRequest(w, entityId, featureNames);
+    } catch (err) {
+      return rejected(FeatureStoreError.from(err));
+    }
+    return this.transport
+      .call(Method.GetFeatures, w.view(), callOpts?.deadlineMs ?? this.deadlineMs)
+      .then(decodeGet);
+  }
+
+  /** Features of several entities (one result per id, in order); `featureNames` applies to each. */
+  batchGet(
+    entityIds: readonly string[],
+    featureNames?: readonly string[],
+    callOpts?: CallOptions,
+  ): Promise<BatchGetResult> {
+    const w = this.w;
+    w.reset();
+    try {
+      encodeBatchGetRequest(w, entityIds, featureNames);
+    } catch (err) {
+      return rejected(FeatureStoreError.from(err));
+    }
+    return this.transport
+      .call(Method.BatchGet, w.view(), callOpts?.deadlineMs ?? this.deadlineMs)
+      .then(decodeBatch);
+  }
+
+  /**
+   * Writes features of one entity, merged into its record (or replacing it with `replace`).
+   * `ttlMs` is the record's time to live from this write (0 or absent: the server default).
+   */
+  setFeatures(
+    entityId: string,
+    features: FeaturesInput,
+    options?: { ttlMs?: number; replace?: boolean; deadlineMs?: number },
+  ): Promise<void> {
+    const w = this.w;
+    w.reset();
+    try {
+      encodeSetFeaturesRequest(w, {
+        entityId,
+        features,
+        ttlMs: options?.ttlMs,
+        replace: options?.replace,
+      });
+    } catch (err) {
+      return rejected(FeatureStoreError.from(err));
+    }
+    return this.transport
+      .call(Method.SetFeatures, w.view(), options?.deadlineMs ?? this.deadlineMs)
+      .then(toVoid);
+  }
+
+  /** Writes several entities atomically with respect to validation (one invalid item rejects all); resolves with the count written. */
+  batchSet(items: readonly SetFeaturesItem[], callOpts?: CallOptions): Promise<number> {
+    const w = this.w;
+    w.reset();
+    try {
+      encodeBatchSetRequest(w, items);
+    } catch (err) {
+      return rejected(FeatureStoreError.from(err));
+    }
+    return this.transport
+      .call(Method.BatchSet, w.view(), callOpts?.deadlineMs ?? this.deadlineMs)
+      .then(decodeCount);
+  }
+
+  /** Deletes an entity, or only `featureNames` of it; resolves true if anything was deleted. */
+  deleteFeatures(
+    entityId: string,
+    featureNames?: readonly string[],
+    callOpts?: CallOptions,
+  ): Promise<boolean> {
+    const w = this.w;
+    w.reset();
+    try {
+      encodeDeleteFeaturesRequest(w, entityId, featureNames);
+    } catch (err) {
+      return rejected(FeatureStoreError.from(err));
+    }
+    return this.transport
+      .call(Method.DeleteFeatures, w.view(), callOpts?.deadlineMs ?? this.deadlineMs)
+      .then(decodeDeleted);
+  }
+
+  /** A round trip that touches no data. */
+  ping(callOpts?: CallOptions): Promise<void> {
+    return this.transport.call(Method.Ping, EMPTY, callOpts?.deadlineMs ?? this.deadlineMs).then(toVoid);
+  }
+
+  /**
+   * Raw mode: sends an encoded request body of `method` and resolves with the encoded response
+   * body, undecoded. The body is a view into the connection's input, valid in the continuation
+   * that receives it (until the next answer arrives on that connection): read it there, or
+   * `.slice()` it to keep it. `body` may be reused as soon as this returns.
+   */
+  call(method: number, body: Uint8Array, deadlineMs: number = this.deadlineMs): Promise<Uint8Array> {
+    return this.transport.call(method, body, deadlineMs);
+  }
+
+  /**
+   * Closes the client: pending calls fail CANCELED at once (they are not awaited), sockets are
+   * closed and reconnect timers stopped. Resolves when the sockets are closed; idempotent. Calls
+   * made afterwards fail CANCELED.
+   */
+  close(): Promise<void> {
+    return this.transport.close();
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+function toVoid(): void {}
+
+function malformed(what: string, err: unknown): FeatureStoreError {
+  const e = FeatureStoreError.from(err);
+  return new FeatureStoreError(Code.Internal, `malformed ${what} from the server: ${e.message}`, {
+    cause: err,
+  });
+}
+
+function decodeGet(body: Uint8Array): GetFeaturesResult {
+  try {
+    return decodeGetFeaturesResponse(body);
+  } catch (err) {
+    throw malformed("GetFeaturesResponse", err);
+  }
+}
+
+function decodeBatch(body: Uint8Array): BatchGetResult {
+  try {
+    return decodeBatchGetResponse(body);
+  } catch (err) {
+    throw malformed("BatchGetResponse", err);
+  }
+}
+
+function decodeCount(body: Uint8Array): number {
+  try {
+    return decodeField1Varint(body);
+  } catch (err) {
+    throw malformed("BatchSetResponse", err);
+  }
+}
+
+function decodeDeleted(body: Uint8Array): boolean {
+  try {
+    return decodeField1Varint(body) !== 0;
+  } catch (err) {
+    throw malformed("DeleteFeaturesResponse", err);
+  }
+}

@@ -28,10 +28,10 @@ export interface ClientOptions {
    */
   reconnect?: { initialMs?: number; maxMs?: number };
   /**
-   * Max requests in flight per connection (default 4096, 1 to 65536). A call goes to the next
-   * connection that has room; when every live connection is full it fails at once with
-   * RESOURCE_EXHAUSTED (it does not wait: a caller that outruns the servers should shed load,
-   * not queue it invisibly).
+   * Max requests in flight per connection (default 4096, 1 to 65536): the size of its pending
+   * arrays. A call goes to the next connection that has room; when every live connection is
+   * full it waits (FIFO, within its deadline) for a free slot. At most `maxInFlight` calls per
+   * connection may wait; past that a call fails at once with RESOURCE_EXHAUSTED.
    */
   maxInFlight?: number;
   /**

@@ -67,7 +67,7 @@ export interface TransportStats {
   open: number;
   /** Requests waiting for an answer, over all connections. */
   inFlight: number;
-  /** Calls waiting for a connection to come up. */
+  /** Calls waiting for a connection to come up or for a free slot. */
   waiting: number;
   /** Connections established since start (first connects and reconnects). */
   connects: number;
@@ -151,6 +151,13 @@ class Connection {
 
   /** Queues one request; the connection must be OPEN and have a free slot. */
   send(method: number, body: Uint8Array, deadline: number): Promise<Uint8Array> {
+    const promise = newPending();
+    this.enqueue(method, body, deadline, takeResolve(), takeReject());
+    return promise;
+  }
+
+  /** `send` with the promise's resolving functions given. */
+  enqueue(method: number, body: Uint8Array, deadline: number, resolve: Resolve, reject: Reject): void {
     const slot = this.free[--this.freeTop]!;
     if (slot >= this.highWater) this.highWater = slot + 1;
     const gen = (this.gens[slot]! + 1) & this.genMask;
@@ -160,9 +167,8 @@ class Connection {
     this.busy[slot] = 1;
     this.methods[slot] = method;
     this.deadlines[slot] = deadline;
-    const promise = newPending();
-    this.resolves[slot] = takeResolve();
-    this.rejects[slot] = takeReject();
+    this.resolves[slot] = resolve;
+    this.rejects[slot] = reject;
     if (deadline < this.nextExpiry) this.nextExpiry = deadline;
     this.inFlight++;
     this.pool.inFlight++;
@@ -184,7 +190,6 @@ class Connection {
       queueMicrotask(this.flush);
     }
     if (this.pool.ticker === null) this.pool.startTicker();
-    return promise;
   }
 
   private growOut(need: number): void {
@@ -220,6 +225,12 @@ class Connection {
   // ---- input -------------------------------------------------------------------------------
 
   onData(chunk: Uint8Array): void {
+    this.read(chunk);
+    // Answers freed slots: calls waiting for one go now.
+    if (this.pool.waiting.length > 0) this.pool.pump();
+  }
+
+  private read(chunk: Uint8Array): void {
     if (this.inStart === this.inEnd) {
       // Nothing buffered: parse in place, keep only a trailing partial frame.
       const p = this.parse(chunk, 0, chunk.length);
@@ -445,7 +456,10 @@ const handlers: SocketHandler<Connection> = {
   },
 };
 
-/** A call that found no live connection and waits for one (rare: start-up, every server down). */
+/**
+ * A call that found no live connection (start-up, every server down) or no free slot (every
+ * connection at maxInFlight), waiting for one. Rare, so it may allocate.
+ */
 interface Waiting {
   method: number;
   body: Uint8Array;
@@ -467,7 +481,9 @@ interface Waiting {
  *   and safe for the caller to retry);
  * - with no live connection, a call waits until one comes up (an immediate connection attempt is
  *   made) and rejects UNAVAILABLE if none does by its deadline;
- * - with every live connection at `maxInFlight`, a call rejects RESOURCE_EXHAUSTED at once;
+ * - with every live connection at `maxInFlight`, a call waits (FIFO) for a free slot and rejects
+ *   DEADLINE_EXCEEDED if none frees up by its deadline; at most `maxInFlight` calls per
+ *   connection wait, past that a call rejects RESOURCE_EXHAUSTED at once;
  * - a server that breaks the protocol (unknown request id, bad header, over-long frame) gets
  *   its connection closed; calls on it reject INTERNAL.
  */
@@ -480,7 +496,8 @@ export class TcpTransport implements ClientTransport {
   private resolveClosed: (() => void) | null = null;
   /** Sockets opened or being opened and not yet closed. */
   private liveSockets = 0;
-  private readonly waiting: Waiting[] = [];
+  /** @internal Calls waiting for a connection or a slot, oldest first. */
+  readonly waiting: Waiting[] = [];
   private readyWaiters: { resolve: () => void; reject: (e: unknown) => void; deadline: number }[] = [];
 
   /** @internal Requests in flight over all connections. */
@@ -542,43 +559,77 @@ export class TcpTransport implements ClientTransport {
         ),
       );
     const deadline = performance.now() + deadlineMs;
-    const conns = this.conns;
-    const n = conns.length;
-    let i = this.rr;
-    let anyOpen = false;
-    for (let k = 0; k < n; k++) {
-      const c = conns[i]!;
-      if (++i === n) i = 0;
-      if (c.state !== OPEN) continue;
-      anyOpen = true;
-      if (c.freeTop === 0) continue;
-      this.rr = i;
-      return c.send(method, body, deadline);
+    // Calls already waiting go first.
+    if (this.waiting.length === 0) {
+      const c = this.pick();
+      if (c !== null) return c.send(method, body, deadline);
     }
-    if (anyOpen)
-      return rejected(
-        new FeatureStoreError(
-          Code.ResourceExhausted,
-          `${methodName(method)}: every connection has ${this.options.maxInFlight} requests in flight (maxInFlight)`,
-        ),
-      );
     return this.wait(method, body, deadline);
   }
 
-  /** Parks a call until a connection is up; the body is copied since the caller may reuse its buffer. */
+  /** The next OPEN connection with a free slot, round-robin; null if there is none. */
+  private pick(): Connection | null {
+    const conns = this.conns;
+    const n = conns.length;
+    let i = this.rr;
+    for (let k = 0; k < n; k++) {
+      const c = conns[i]!;
+      if (++i === n) i = 0;
+      if (c.state === OPEN && c.freeTop > 0) {
+        this.rr = i;
+        return c;
+      }
+    }
+    return null;
+  }
+
+  /** Parks a call until a connection with a free slot is up; the body is copied since the caller may reuse its buffer. */
   private wait(method: number, body: Uint8Array, deadline: number): Promise<Uint8Array> {
     if (this.waiting.length >= this.options.maxInFlight * this.conns.length)
       return rejected(
         new FeatureStoreError(
-          Code.Unavailable,
-          `${methodName(method)}: no connection, and too many calls waiting for one`,
+          Code.ResourceExhausted,
+          `${methodName(method)}: ${this.waiting.length} calls already wait for a connection or a free slot (maxInFlight ${this.options.maxInFlight} per connection)`,
         ),
       );
     const promise = newPending();
     this.waiting.push({ method, body: body.slice(), deadline, resolve: takeResolve(), reject: takeReject() });
-    this.kick();
+    if (!this.anyOpen()) this.kick();
     if (this.ticker === null) this.startTicker();
     return promise;
+  }
+
+  private anyOpen(): boolean {
+    for (const c of this.conns) if (c.state === OPEN) return true;
+    return false;
+  }
+
+  /** @internal Dispatches waiting calls, oldest first, while a connection has a free slot. */
+  pump(): void {
+    const waiting = this.waiting;
+    const now = performance.now();
+    let i = 0;
+    for (; i < waiting.length; i++) {
+      const w = waiting[i]!;
+      if (w.deadline <= now) {
+        w.reject(this.waitExpired(w.method));
+        continue;
+      }
+      const c = this.pick();
+      if (c === null) break;
+      c.enqueue(w.method, w.body, w.deadline, w.resolve, w.reject);
+    }
+    if (i > 0) waiting.splice(0, i);
+  }
+
+  /** The error of a call whose deadline passed while it waited. */
+  private waitExpired(method: number): FeatureStoreError {
+    if (this.anyOpen())
+      return new FeatureStoreError(
+        Code.DeadlineExceeded,
+        `${methodName(method)}: deadline exceeded while waiting for a free slot (maxInFlight ${this.options.maxInFlight} per connection)`,
+      );
+    return this.noConnection(methodName(method));
   }
 
   /** Connects now every connection sleeping in backoff, unless it tried very recently. */
@@ -639,17 +690,7 @@ export class TcpTransport implements ClientTransport {
       this.readyWaiters = [];
       for (const w of ready) w.resolve();
     }
-    const waiting = this.waiting;
-    if (waiting.length === 0) return;
-    const now = performance.now();
-    const calls = waiting.splice(0, waiting.length);
-    for (const w of calls) {
-      if (w.deadline <= now) {
-        w.reject(this.noConnection(methodName(w.method)));
-        continue;
-      }
-      this.call(w.method, w.body, w.deadline - now).then(w.resolve, w.reject);
-    }
+    if (this.waiting.length > 0) this.pump();
   }
 
   /** @internal */
@@ -677,10 +718,12 @@ export class TcpTransport implements ClientTransport {
       for (const c of this.conns) if (c.inFlight > 0 && now >= c.nextExpiry) c.expire(now);
     const waiting = this.waiting;
     if (waiting.length > 0) {
+      // Slots freed by expiry go to waiting calls first; then expire those still waiting.
+      this.pump();
       let kept = 0;
       for (let i = 0; i < waiting.length; i++) {
         const w = waiting[i]!;
-        if (w.deadline <= now) w.reject(this.noConnection(methodName(w.method)));
+        if (w.deadline <= now) w.reject(this.waitExpired(w.method));
         else waiting[kept++] = w;
       }
       waiting.length = kept;

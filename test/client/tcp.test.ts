@@ -276,15 +276,34 @@ describe("TcpTransport", () => {
     expect(t.stats().connects).toBe(1);
   });
 
-  test("past maxInFlight on every connection a call fails RESOURCE_EXHAUSTED", async () => {
+  test("past maxInFlight calls wait for a free slot; past maxInFlight waiting they fail RESOURCE_EXHAUSTED", async () => {
     const s = server(hold);
-    const { c } = await client([s], { maxInFlight: 2 });
-    const a = c.call(Method.Ping, u32(1));
-    const b = c.call(Method.Ping, u32(2));
-    expect((await failure(c.call(Method.Ping, u32(3)))).code).toBe(Code.ResourceExhausted);
+    const { c, t } = await client([s], { maxInFlight: 2 });
+    const calls = [1, 2, 3, 4].map((i) => c.call(Method.Ping, u32(i)));
+    expect((await failure(c.call(Method.Ping, u32(5)))).code).toBe(Code.ResourceExhausted);
+    expect(t.stats()).toMatchObject({ inFlight: 2, waiting: 2 });
     await until(() => s.held.length === 2, "two requests");
     s.release();
-    await Promise.all([a, b]);
+    await until(() => s.held.length === 2, "the two waiting requests");
+    s.release();
+    const bodies = await Promise.all(calls);
+    bodies.forEach((b, i) => {
+      expect(Array.from(b)).toEqual(Array.from(u32(i + 1)));
+    });
+    expect(s.frames).toBe(4);
+  });
+
+  test("a call waiting for a free slot fails DEADLINE_EXCEEDED at its deadline", async () => {
+    const s = server(hold);
+    const { c, t } = await client([s], { maxInFlight: 1 });
+    const first = c.call(Method.Ping, u32(1));
+    const err = await failure(c.call(Method.Ping, u32(2), 30));
+    expect(err.code).toBe(Code.DeadlineExceeded);
+    expect(t.stats().waiting).toBe(0);
+    await until(() => s.held.length === 1, "the first request");
+    s.release();
+    await first;
+    expect(s.frames).toBe(1);
   });
 
   test("calls in flight when the server closes the connection fail UNAVAILABLE", async () => {

@@ -56,6 +56,11 @@ const SHUTDOWN = 4;
 
 const INITIAL_OUT_BYTES = 64 * 1024;
 const INITIAL_IN_BYTES = 64 * 1024;
+/**
+ * A buffer grown past this for one large request or answer goes back to its initial size once
+ * empty, so that one 50 MB BatchGet does not pin 50 MB per connection for good.
+ */
+const SHRINK_ABOVE_BYTES = 4 * 1024 * 1024;
 /** Highest gRPC code; a status byte above it is reported as UNKNOWN. */
 const MAX_CODE = 16;
 
@@ -207,6 +212,7 @@ class Connection {
     const n = socket.write(this.out, 0, this.outLen);
     if (n === this.outLen) {
       this.outLen = 0;
+      if (this.out.length > SHRINK_ABOVE_BYTES) this.out = new Uint8Array(INITIAL_OUT_BYTES);
     } else if (n >= 0) {
       // The kernel took part of it: keep the rest at the front and resend on drain.
       this.out.copyWithin(0, n, this.outLen);
@@ -237,6 +243,8 @@ class Connection {
       if (p < 0) return;
       this.inStart = 0;
       this.inEnd = 0;
+      // Answers handed out earlier may view the old buffer; they keep it alive, not this.
+      if (this.inBuf.length > SHRINK_ABOVE_BYTES) this.inBuf = new Uint8Array(INITIAL_IN_BYTES);
       if (p < chunk.length) this.append(chunk, p);
       return;
     }
@@ -388,6 +396,7 @@ class Connection {
       socket.terminate();
       return;
     }
+    socket.setNoDelay(true);
     this.socket = socket;
     this.state = OPEN;
     this.attempts = 0;
@@ -654,18 +663,13 @@ export class TcpTransport implements ClientTransport {
       port: conn.endpoint.port,
       data: conn,
       socket: handlers,
-    }).then(
-      (socket) => {
-        socket.setNoDelay(true);
-      },
-      () => {
-        this.onSocketClosed();
-        if (conn.state === SHUTDOWN) return;
-        conn.attempts++;
-        conn.state = BACKOFF;
-        this.scheduleReconnect(conn);
-      },
-    );
+    }).catch(() => {
+      this.onSocketClosed();
+      if (conn.state === SHUTDOWN) return;
+      conn.attempts++;
+      conn.state = BACKOFF;
+      this.scheduleReconnect(conn);
+    });
   }
 
   /** @internal */

@@ -24,6 +24,8 @@ export const REJECT_REASONS = [
   "http_bad_content_type",
   "http_body_too_large",
   "http_not_found",
+  "http_method_not_allowed",
+  "http_unsupported_encoding",
 ] as const;
 export const Reject = {
   FrameTooLarge: 0,
@@ -34,6 +36,8 @@ export const Reject = {
   HttpBadContentType: 5,
   HttpBodyTooLarge: 6,
   HttpNotFound: 7,
+  HttpMethodNotAllowed: 8,
+  HttpUnsupportedEncoding: 9,
 } as const;
 
 /** Status codes 0..16. */
@@ -58,6 +62,11 @@ export class HotMetrics {
   readonly latencySum = new Float64Array(TRANSPORTS * METHODS);
   readonly rejected = new Float64Array(REJECT_REASONS.length);
   readonly openConnections = new Float64Array(TRANSPORTS);
+  /**
+   * Requests being handled, by transport. The HTTP adapter records it because Bun.serve does
+   * not report connection opens and closes; a TCP request is never in flight across events.
+   */
+  readonly inFlightRequests = new Float64Array(TRANSPORTS);
 
   /**
    * @param enabled false turns every recording method into a no-op, decided here once so that
@@ -68,6 +77,7 @@ export class HotMetrics {
       this.request = noop;
       this.reject = noop;
       this.connection = noop;
+      this.inFlight = noop;
     }
   }
 
@@ -89,6 +99,11 @@ export class HotMetrics {
   /** +1 on open, -1 on close. */
   connection(transport: number, delta: number): void {
     this.openConnections[transport]! += delta;
+  }
+
+  /** +1 when a request starts being handled, -1 when its answer is ready. */
+  inFlight(transport: number, delta: number): void {
+    this.inFlightRequests[transport]! += delta;
   }
 
   static readonly CODES = CODES;

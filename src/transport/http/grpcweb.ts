@@ -1,0 +1,143 @@
+/**
+ * gRPC-web (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-WEB.md), unary only.
+ *
+ * Both directions carry length-prefixed messages; the response ends with a trailers frame:
+ *
+ * ```
+ * 0  u8   flags    0x00 data, 0x80 trailers (0x01 = compressed: refused, we take identity only)
+ * 1  u32  length   big-endian, bytes that follow
+ * 5  ...  payload  a protobuf message, or for trailers "grpc-status: 0\r\ngrpc-message: ...\r\n"
+ * ```
+ *
+ * The HTTP status is 200 even for errors: the status travels in the trailers. An error answer
+ * is "trailers-only": grpc-status and grpc-message also as response headers, and a body of
+ * just the trailers frame, so clients reading either place see it. `application/grpc-web-text`
+ * is the same byte stream in base64, both ways.
+ */
+import { CORS_HEADERS } from "./cors.ts";
+
+export const PREFIX_BYTES = 5;
+export const FLAG_COMPRESSED = 0x01;
+export const FLAG_TRAILERS = 0x80;
+
+/** A gRPC-web content type: `application/grpc-web[-text][+proto|+json]`. */
+const CONTENT_TYPE = /^application\/grpc-web(-text)?(?:\+(proto|json))?\s*(?:;.*)?$/i;
+
+export interface GrpcWebVariant {
+  /** Base64 body (grpc-web-text). */
+  readonly text: boolean;
+  /** JSON messages (+json) instead of binary protobuf. */
+  readonly json: boolean;
+  /** Response headers for this variant, built once. */
+  readonly headers: Record<string, string>;
+}
+
+const variants: GrpcWebVariant[] = [];
+for (const text of [false, true])
+  for (const json of [false, true]) {
+    const contentType = `application/grpc-web${text ? "-text" : ""}+${json ? "json" : "proto"}`;
+    variants.push({ text, json, headers: { "content-type": contentType, ...CORS_HEADERS } });
+  }
+
+/** The variant for a request content type, or undefined when it is not gRPC-web. */
+export function grpcWebVariant(contentType: string): GrpcWebVariant | undefined {
+  const m = CONTENT_TYPE.exec(contentType);
+  if (m === null) return undefined;
+  return variants[(m[1] ? 2 : 0) + (m[2]?.toLowerCase() === "json" ? 1 : 0)];
+}
+
+/** True when the content type is in the gRPC-web family (to answer refusals in its terms). */
+export function looksLikeGrpcWeb(contentType: string | null): boolean {
+  return contentType !== null && /^application\/grpc-web/i.test(contentType);
+}
+
+/**
+ * `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n). Returns milliseconds,
+ * undefined when absent, NaN when malformed (the caller answers INVALID_ARGUMENT).
+ */
+export function parseGrpcTimeout(value: string | null): number | undefined {
+  if (value === null) return undefined;
+  const m = /^(\d{1,8})([HMSmun])$/.exec(value);
+  if (m === null) return Number.NaN;
+  const n = Number(m[1]);
+  switch (m[2]) {
+    case "H":
+      return n * 3_600_000;
+    case "M":
+      return n * 60_000;
+    case "S":
+      return n * 1000;
+    case "m":
+      return n;
+    case "u":
+      return n / 1000;
+    default:
+      return n / 1_000_000;
+  }
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * grpc-message is percent-encoded: bytes outside printable ASCII, and '%', become %XX of
+ * their UTF-8 encoding.
+ */
+export function percentEncode(message: string): string {
+  let plain = true;
+  for (let i = 0; i < message.length && plain; i++) {
+    const c = message.charCodeAt(i);
+    plain = c >= 0x20 && c <= 0x7e && c !== 0x25;
+  }
+  if (plain) return message;
+  let out = "";
+  for (const b of encoder.encode(message))
+    out +=
+      b >= 0x20 && b <= 0x7e && b !== 0x25
+        ? String.fromCharCode(b)
+        : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;
+  return out;
+}
+
+/** The trailers frame for a status: flag 0x80, length, then the HTTP/1-style header block. */
+export function trailersFrame(code: number, message: string): Uint8Array {
+  const block = encoder.encode(
+    message
+      ? `grpc-status: ${code}\r\ngrpc-message: ${percentEncode(message)}\r\n`
+      : `grpc-status: ${code}\r\n`,
+  );
+  const frame = new Uint8Array(PREFIX_BYTES + block.length);
+  frame[0] = FLAG_TRAILERS;
+  writeU32BE(frame, 1, block.length);
+  frame.set(block, PREFIX_BYTES);
+  return frame;
+}
+
+/** The trailers of every successful answer. */
+export const OK_TRAILERS = trailersFrame(0, "");
+
+export function writeU32BE(buf: Uint8Array, at: number, v: number): void {
+  buf[at] = v >>> 24;
+  buf[at + 1] = v >>> 16;
+  buf[at + 2] = v >>> 8;
+  buf[at + 3] = v;
+}
+
+export function readU32BE(buf: Uint8Array, at: number): number {
+  return buf[at]! * 0x1000000 + ((buf[at + 1]! << 16) | (buf[at + 2]! << 8) | buf[at + 3]!);
+}
+
+/** A trailers-only error answer: HTTP 200, status in the headers and in a trailers frame. */
+export function grpcWebErrorResponse(
+  variant: GrpcWebVariant,
+  code: number,
+  message: string,
+  httpStatus = 200,
+): Response {
+  const frame = trailersFrame(code, message);
+  const headers: Record<string, string> = { ...variant.headers, "grpc-status": String(code) };
+  if (message) headers["grpc-message"] = percentEncode(message);
+  return new Response(variant.text ? frame.toBase64() : frame, { status: httpStatus, headers });
+}
+
+/** The binary proto variant, for refusals of requests whose exact variant is unknown. */
+export const DEFAULT_VARIANT: GrpcWebVariant = variants[0]!;

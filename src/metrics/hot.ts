@@ -83,7 +83,7 @@ export class HotMetrics {
 
   /** Counts one answered request and its latency in seconds. Unknown method numbers count as "unknown". */
   request(transport: number, method: number, code: number, seconds: number): void {
-    const m = method < METHOD_COUNT ? method : METHOD_COUNT;
+    const m = Math.min(method, METHOD_COUNT);
     const tm = transport * METHODS + m;
     this.requests[tm * CODES + code]!++;
     let b = 0;

@@ -1,0 +1,20 @@
+/**
+ * The feature store as a library: the embedded store and the service for in-process use, and
+ * the typed values and errors shared with the client ("featurestore/client").
+ */
+export type { CacheOptions } from "./cache/index.ts";
+export type { FeatureInput, Features, FeaturesInput, FeatureValue } from "./codec/features.ts";
+export { Method } from "./codec/frame.ts";
+export type {
+  BatchGetResult,
+  FeatureStoreApi,
+  GetFeaturesResult,
+  MaybePromise,
+  SetFeaturesItem,
+} from "./codec/messages.ts";
+export { Code, FeatureStoreError } from "./codec/status.ts";
+export { type Config, loadConfig } from "./config/index.ts";
+export { type RunningServer, startServer } from "./main.ts";
+export { EmbeddedFeatureStore } from "./service/embedded.ts";
+export { FeatureService, type ServiceOptions } from "./service/service.ts";
+export { MemoryStore } from "./store/memory.ts";

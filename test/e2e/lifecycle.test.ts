@@ -5,7 +5,13 @@ import { silentLogger } from "../../src/log/index.ts";
 import { startServer } from "../../src/main.ts";
 import { startTestTcpServer } from "./fixture.ts";
 
-const SERVER_ENV = { HOST: "127.0.0.1", TCP_PORT: "0", HTTP_PORT: "0", CACHE_SIZE: "100000", CACHE_MAX_BYTES: "67108864" };
+const SERVER_ENV = {
+  HOST: "127.0.0.1",
+  TCP_PORT: "0",
+  HTTP_PORT: "0",
+  CACHE_SIZE: "100000",
+  CACHE_MAX_BYTES: "67108864",
+};
 
 describe("server lifecycle", () => {
   test("the client reconnects by itself after the server restarts on the same port", async () => {

@@ -108,9 +108,14 @@ describe("every method over real sockets", () => {
   });
 
   test("5,000 requests in flight on one connection are each answered with their own result", async () => {
-    const one = await FeatureStoreClient.connect({ servers: [`127.0.0.1:${srv.port}`], connectionsPerServer: 1 });
+    const one = await FeatureStoreClient.connect({
+      servers: [`127.0.0.1:${srv.port}`],
+      connectionsPerServer: 1,
+    });
     try {
-      await one.batchSet(Array.from({ length: 100 }, (_, i) => ({ entityId: `fl:${i}`, features: { v: i } })));
+      await one.batchSet(
+        Array.from({ length: 100 }, (_, i) => ({ entityId: `fl:${i}`, features: { v: i } })),
+      );
       const calls = Array.from({ length: 5000 }, (_, k) => one.getFeatures(`fl:${k % 100}`, ["v"]));
       const results = await Promise.all(calls);
       results.forEach((r, k) => {

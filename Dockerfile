@@ -3,7 +3,7 @@
 FROM node:20-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+RUN npm install --omit=dev --ignore-scripts --no-audit --no-fund
 
 # Stage 2: the runtime, on the official Bun image, as the image's non-root `bun` user.
 FROM oven/bun:1.4.5-slim AS runtime

@@ -215,24 +215,18 @@ describe("binary to JSON", () => {
     fc.string().map((value) => ({ case: "stringValue" as const, value })),
     fc.boolean().map((value) => ({ case: "boolValue" as const, value })),
     fc.uint8Array({ maxLength: 20 }).map((value) => ({ case: "bytesValue" as const, value })),
-    fc
-      .array(fc.float(), { maxLength: 5 })
-      .map((values) => ({
-        case: "floatList" as const,
-        value: { $typeName: "featurestore.v1.FloatList" as const, values },
-      })),
-    fc
-      .array(fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }), { maxLength: 5 })
-      .map((values) => ({
-        case: "intList" as const,
-        value: { $typeName: "featurestore.v1.Int64List" as const, values },
-      })),
-    fc
-      .array(fc.string(), { maxLength: 5 })
-      .map((values) => ({
-        case: "stringList" as const,
-        value: { $typeName: "featurestore.v1.StringList" as const, values },
-      })),
+    fc.array(fc.float(), { maxLength: 5 }).map((values) => ({
+      case: "floatList" as const,
+      value: { $typeName: "featurestore.v1.FloatList" as const, values },
+    })),
+    fc.array(fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }), { maxLength: 5 }).map((values) => ({
+      case: "intList" as const,
+      value: { $typeName: "featurestore.v1.Int64List" as const, values },
+    })),
+    fc.array(fc.string(), { maxLength: 5 }).map((values) => ({
+      case: "stringList" as const,
+      value: { $typeName: "featurestore.v1.StringList" as const, values },
+    })),
   ) as fc.Arbitrary<FeatureValue["kind"]>;
   const response = fc.record({
     entityId: fc.string(),

@@ -132,9 +132,14 @@ export function grpcWebErrorResponse(
   code: number,
   message: string,
   httpStatus = 200,
+  extraHeaders?: Record<string, string>,
 ): Response {
   const frame = trailersFrame(code, message);
-  const headers: Record<string, string> = { ...variant.headers, "grpc-status": String(code) };
+  const headers: Record<string, string> = {
+    ...variant.headers,
+    ...extraHeaders,
+    "grpc-status": String(code),
+  };
   if (message) headers["grpc-message"] = percentEncode(message);
   return new Response(variant.text ? frame.toBase64() : frame, { status: httpStatus, headers });
 }

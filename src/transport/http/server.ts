@@ -86,6 +86,14 @@ const TEXT_HEADERS = {
 };
 const PROBE_HEADERS = { ...JSON_HEADERS, "cache-control": "no-store" };
 const EMPTY = new Uint8Array(0);
+/**
+ * On answers to a body that was refused unread: the rest of it is still on the wire, so the
+ * connection closes rather than make Bun read (and discard) up to Content-Length bytes.
+ */
+const CLOSE = { connection: "close" };
+
+/** RESOURCE_EXHAUSTED for a body over the limit (answered with CLOSE). */
+class BodyTooLarge extends FeatureStoreError {}
 const textEncoder = new TextEncoder();
 
 /** Starts the HTTP server. Throws if the port cannot be bound. */
@@ -140,7 +148,7 @@ export function startHttpServer(opts: HttpServerOptions): HttpServer {
 
   const tooLarge = (n: number, limit: number): FeatureStoreError => {
     metrics.reject(Reject.HttpBodyTooLarge);
-    return new FeatureStoreError(
+    return new BodyTooLarge(
       Code.ResourceExhausted,
       `request body of ${n} bytes exceeds the limit of ${limit} bytes (MAX_FRAME_BYTES)`,
     );
@@ -214,7 +222,7 @@ export function startHttpServer(opts: HttpServerOptions): HttpServer {
       const e = FeatureStoreError.from(err);
       code = e.code;
       logFailure(m, "connect", e);
-      return connectErrorResponse(e);
+      return connectErrorResponse(e, e instanceof BodyTooLarge ? CLOSE : undefined);
     } finally {
       finish(Transport.Connect, m, code, t0);
     }
@@ -287,7 +295,7 @@ export function startHttpServer(opts: HttpServerOptions): HttpServer {
       const e = FeatureStoreError.from(err);
       code = e.code;
       logFailure(m, "grpc-web", e);
-      return grpcWebErrorResponse(v, e.code, e.message);
+      return grpcWebErrorResponse(v, e.code, e.message, 200, e instanceof BodyTooLarge ? CLOSE : undefined);
     } finally {
       finish(Transport.GrpcWeb, m, code, t0);
     }
@@ -374,8 +382,10 @@ export function startHttpServer(opts: HttpServerOptions): HttpServer {
     hostname: opts.host,
     port: opts.port,
     development: false,
-    // Our own limits answer first (and in protocol terms); Bun's is only a backstop.
-    maxRequestBodySize: grpcWebTextLimit * 2 + 1024 * 1024,
+    // Bun's own limit would answer 413 with no protocol body before our handler runs; ours
+    // (readBody) answers in Connect or gRPC-web terms, from Content-Length before anything is
+    // buffered, and stops reading a body without one as soon as it passes the limit.
+    maxRequestBodySize: Number.MAX_SAFE_INTEGER,
     fetch(req) {
       const url = req.url;
       const path = pathOf(url);

@@ -354,3 +354,29 @@ function jsonInit(body: unknown, headers: Record<string, string> = {}): RequestI
     body: typeof body === "string" ? body : JSON.stringify(body),
   };
 }
+
+describe("large answers", () => {
+  test("a BatchGet answer of several MiB is served, and the next small call still works", async () => {
+    const big = startTestHttpServer();
+    try {
+      await postJson(big.rpc("SetFeatures"), {
+        entityId: "wide",
+        features: { v: { stringValue: "x".repeat(3000) } },
+      });
+      const ids = Array.from({ length: 2000 }, () => "wide");
+      const res = await fetch(big.rpc("BatchGet"), {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ entityIds: ids }),
+      });
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { results: { found: boolean }[]; hits: number };
+      expect(body.hits).toBe(2000);
+      expect(body.results.every((r) => r.found)).toBe(true);
+      const small = await postJson(big.rpc("GetFeatures"), { entityId: "nobody" });
+      expect(small.json).toEqual({ entityId: "nobody" });
+    } finally {
+      await big.server.stop();
+    }
+  });
+});

@@ -86,6 +86,13 @@ const TEXT_HEADERS = {
 };
 const PROBE_HEADERS = { ...JSON_HEADERS, "cache-control": "no-store" };
 const EMPTY = new Uint8Array(0);
+/** Starting size of the reused writers: room for any single-entity answer without growing. */
+const WRITER_BYTES = 64 * 1024;
+/**
+ * A writer grown past this by a large BatchGet is replaced after the answer, so that one big
+ * request does not pin its memory for the life of the process (4 MiB: the default MAX_FRAME_BYTES).
+ */
+const SHRINK_ABOVE_BYTES = 4 * 1024 * 1024;
 /**
  * On answers to a body that was refused unread: the rest of it is still on the wire, so the
  * connection closes rather than make Bun read (and discard) up to Content-Length bytes.
@@ -102,15 +109,22 @@ export function startHttpServer(opts: HttpServerOptions): HttpServer {
   const schema = loadSchema();
   const methods = schema.methods;
   /** Response messages are built here; every answer is copied out before the next await. */
-  const out = new ProtoWriter(64 * 1024);
+  const out = new ProtoWriter(WRITER_BYTES);
   /** JSON requests are encoded to binary here. */
-  const scratch = new ProtoWriter(4096);
+  const scratch = new ProtoWriter(WRITER_BYTES);
+  /** After an answer: a writer grown by one huge message goes back to its usual size. */
+  const shrink = (): void => {
+    if (out.bytes.length > SHRINK_ABOVE_BYTES) out.bytes = new Uint8Array(WRITER_BYTES);
+    if (scratch.bytes.length > SHRINK_ABOVE_BYTES) scratch.bytes = new Uint8Array(WRITER_BYTES);
+  };
   // Decided once: without metrics, no clock reads.
   const clock = metrics.enabled ? () => performance.now() : () => 0;
   const grpcWebLimit = maxBodyBytes + PREFIX_BYTES;
   const grpcWebTextLimit = Math.ceil(grpcWebLimit / 3) * 4 + 64; // + slack for chunk padding and newlines
 
+  /** Runs in `finally` of every RPC, once its answer has been copied out of the writers. */
   const finish = (transport: number, m: MethodInfo, code: number, t0: number): void => {
+    shrink();
     metrics.request(transport, m.number, code, (clock() - t0) / 1000);
     metrics.inFlight(transport, -1);
   };

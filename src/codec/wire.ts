@@ -142,9 +142,8 @@ export class ProtoWriter {
     const realSize = varintSize(written);
     if (realSize !== lenSize)
       this.bytes.copyWithin(lenAt + realSize, lenAt + lenSize, lenAt + lenSize + written);
-    this.pos = lenAt;
-    this.varint(written);
-    this.pos += written;
+    writeVarintAt(this.bytes, lenAt, written);
+    this.pos = lenAt + realSize + written;
   }
 
   double(v: number): void {
@@ -172,11 +171,20 @@ export class ProtoWriter {
       this.bytes.copyWithin(at + size, at + 1, this.pos);
       this.pos += size - 1;
     }
-    const end = this.pos;
-    this.pos = at;
-    this.varint(len);
-    this.pos = end;
+    writeVarintAt(this.bytes, at, len);
   }
+}
+
+/**
+ * Writes a varint (0 <= v < 2^32) at `at` into room already made: rewinding `pos` and calling
+ * `varint()` instead could grow the buffer and copy only the bytes before `at`.
+ */
+function writeVarintAt(b: Uint8Array, at: number, v: number): void {
+  while (v > 0x7f) {
+    b[at++] = (v & 0x7f) | 0x80;
+    v >>>= 7;
+  }
+  b[at] = v;
 }
 
 /**

@@ -93,7 +93,7 @@ function writeMessage(info: MessageInfo, obj: unknown, w: ProtoWriter, path: str
     else if (f.type.message) {
       const lenAt = w.beginLength(f.number);
       writeMessage(f.type.message, v, w, at);
-      endLength(w, lenAt);
+      w.endLength(lenAt);
     } else {
       const s = f.type.scalar;
       const parsed = parseScalar(s, v, at);
@@ -106,17 +106,6 @@ function writeMessage(info: MessageInfo, obj: unknown, w: ProtoWriter, path: str
     const unknown = keys.find((k) => !info.byJsonKey.has(k)) ?? keys[0]!;
     throw invalidArgument(`unknown field "${joinPath(path, unknown)}" in ${info.fullName}`);
   }
-}
-
-/**
- * `w.endLength(at)` with room made first: ProtoWriter.endLength rewinds to `at` and writes the
- * varint through `varint()`, whose `ensure(10)` may then grow the buffer copying only the
- * bytes before `at`, losing the message body when `at` is within 10 bytes of the capacity
- * (src/codec/wire.ts as of this commit). Growing while `pos` is at the end keeps the body.
- */
-function endLength(w: ProtoWriter, at: number): void {
-  w.ensure(10);
-  w.endLength(at);
 }
 
 function joinPath(path: string, key: string): string {
@@ -132,7 +121,7 @@ function writeRepeated(f: FieldInfo, v: unknown, w: ProtoWriter, at: string): vo
       if (v[i] === null) throw invalidArgument(`"${at}[${i}]" must not be null`);
       const lenAt = w.beginLength(f.number);
       writeMessage(msg, v[i], w, `${at}[${i}]`);
-      endLength(w, lenAt);
+      w.endLength(lenAt);
     }
     return;
   }
@@ -144,7 +133,7 @@ function writeRepeated(f: FieldInfo, v: unknown, w: ProtoWriter, at: string): vo
   // Numeric and bool lists are packed (proto3's default): one length-delimited run.
   const lenAt = w.beginLength(f.number);
   for (let i = 0; i < v.length; i++) writeScalarValue(w, s, parseScalar(s, v[i], `${at}[${i}]`));
-  endLength(w, lenAt);
+  w.endLength(lenAt);
 }
 
 function writeMap(f: FieldInfo, v: unknown, w: ProtoWriter, at: string): void {
@@ -159,11 +148,11 @@ function writeMap(f: FieldInfo, v: unknown, w: ProtoWriter, at: string): void {
     if (f.type.message) {
       const valueAt = w.beginLength(2);
       writeMessage(f.type.message, value, w, entryAt);
-      endLength(w, valueAt);
+      w.endLength(valueAt);
     } else {
       writeScalarField(w, 2, f.type.scalar, parseScalar(f.type.scalar, value, entryAt));
     }
-    endLength(w, lenAt);
+    w.endLength(lenAt);
   }
 }
 

@@ -1,0 +1,56 @@
+import { describe, expect, test } from "bun:test";
+import { ProtoReader, ProtoWriter } from "../../src/codec/wire.ts";
+
+describe("ProtoWriter", () => {
+  test("a length-delimited field closed at the edge of the buffer keeps its body", () => {
+    for (let fill = 0; fill < 40; fill++) {
+      const w = new ProtoWriter(32);
+      w.raw(new Uint8Array(fill));
+      const at = w.beginLength(1);
+      w.byte(7);
+      w.endLength(at);
+      expect([...w.view(fill)]).toEqual([0x0a, 1, 7]);
+    }
+  });
+
+  test("a short string written at the edge of the buffer keeps its bytes", () => {
+    for (let fill = 0; fill < 40; fill++) {
+      const w = new ProtoWriter(32);
+      w.raw(new Uint8Array(fill));
+      w.stringField(1, "é");
+      expect([...w.view(fill)]).toEqual([0x0a, 2, 0xc3, 0xa9]);
+    }
+  });
+
+  test("bodies of 127, 128 and 20,000 bytes get 1-, 2- and 3-byte length prefixes", () => {
+    for (const [n, prefix] of [
+      [127, 1],
+      [128, 2],
+      [20_000, 3],
+    ] as const) {
+      const w = new ProtoWriter(16);
+      const at = w.beginLength(2);
+      w.raw(new Uint8Array(n).fill(9));
+      w.endLength(at);
+      expect(w.pos).toBe(1 + prefix + n);
+      const r = new ProtoReader().reset(w.view());
+      expect(r.tag()).toBe(0x12);
+      r.bytesRange();
+      expect(r.fieldEnd - r.fieldStart).toBe(n);
+      expect(w.bytes[r.fieldEnd - 1]).toBe(9);
+    }
+  });
+
+  test("varints round-trip up to 2^53 and int64 negatives through 10 bytes", () => {
+    const w = new ProtoWriter(8);
+    const values = [0, 1, 127, 128, 2 ** 31, 2 ** 32 + 5, Number.MAX_SAFE_INTEGER];
+    for (const v of values) w.varint(v);
+    w.varint64(-1n);
+    w.varint64(-(2n ** 63n));
+    const r = new ProtoReader().reset(w.view());
+    for (const v of values) expect(r.varint()).toBe(v);
+    expect(r.varint64()).toBe(-1n);
+    expect(r.varint64()).toBe(-(2n ** 63n));
+    expect(r.done()).toBe(true);
+  });
+});

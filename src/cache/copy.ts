@@ -28,6 +28,8 @@ export class ByteCopier {
   private buf: ArrayBufferLike | null = null;
   private o8: Uint8Array = new Uint8Array(0);
   private o32: Int32Array = new Int32Array(0);
+  /** Sink for the prefetching loads, so the JIT cannot drop them. */
+  touched = 0;
 
   /**
    * Copies `src8[s, s+n)` to `out[offset, offset+n)`. `src32` must view the same buffer as `src8`
@@ -51,6 +53,11 @@ export class ByteCopier {
     }
     const o8 = this.o8;
     const o32 = this.o32;
+    // Touch one byte per cache line first: these loads are independent, so a cold value's lines are
+    // fetched in parallel instead of a few at a time as the copy loop reaches them.
+    let touch = 0;
+    for (let q = s + 64, qEnd = s + n; q < qEnd; q += 64) touch |= src8[q]!;
+    this.touched = touch;
     let d = out.byteOffset + offset;
     if (d + n > o8.length) {
       // A length-tracking view whose buffer shrank; let the native path raise the error.

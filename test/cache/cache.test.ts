@@ -599,7 +599,7 @@ describe("fragmentation", () => {
     }
     cache.checkInvariants();
     const u = cache.arenaUsage();
-    const segment = 1 << 20;
+    const segment = 128 << 10;
     expect(u.segmentBytesInUse).toBeLessThanOrEqual((u.liveBlockBytes * 8) / 7 + 2 * segment * shardCount);
     expect(cache.stats().bytesUsed).toBeGreaterThan(3.5 * (1 << 20));
   });

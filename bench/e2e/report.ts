@@ -65,6 +65,8 @@ export interface Cell {
   /** CPU used by everything else on the machine during the cell, percent of one core (noise). */
   otherCpuPct: number;
   serverRssMB: number;
+  /** Runs of this cell: more than 1 when other processes disturbed the first (the quietest is kept). */
+  attempts: number;
   curve: [number, number][];
 }
 
@@ -85,6 +87,7 @@ export interface OpenCell {
   truncated: boolean;
   serverCpuPct: number;
   clientCpuPct: number;
+  otherCpuPct: number;
   curve: [number, number][];
 }
 
@@ -96,6 +99,7 @@ export interface MetricsRun {
   p50: number;
   p99: number;
   serverCpuUsPerReq: number;
+  otherCpuPct: number;
 }
 
 export interface MetricsSummary {
@@ -194,6 +198,15 @@ export function markdown(r: Results): string {
       `${r.config.durationMs} ms per cell after ${r.config.warmupMs} ms warm-up · total ${Math.round(r.totalSeconds)} s` +
       (r.config.quick ? " · **--quick**" : ""),
   );
+  const reruns = r.cells.filter((c) => c.attempts > 1).length;
+  const noisy = r.cells.filter((c) => c.otherCpuPct > Number(r.config.noisyPct ?? 25)).length;
+  if (reruns > 0 || noisy > 0) {
+    out.push("");
+    out.push(
+      `The machine was shared while this ran: ${reruns} of ${r.cells.length} cells were run again because other processes ` +
+        `used CPU meanwhile, and ${noisy} remained above ${r.config.noisyPct}% of a core of background CPU (the bg CPU column).`,
+    );
+  }
   out.push("");
   if (r.targets.length > 0) {
     out.push("### Targets");
@@ -301,7 +314,7 @@ export function markdown(r: Results): string {
     out.push("");
     out.push(
       table(
-        ["system (client)", "load", "offered", "achieved", "p50", "p99", "p99.9", "max", "srv CPU"],
+        ["system (client)", "load", "offered", "achieved", "p50", "p99", "p99.9", "max", "srv CPU", "bg CPU"],
         r.open.map((o) => [
           label(o.system, o.mode),
           `${Math.round(o.fraction * 100)}%`,
@@ -312,8 +325,9 @@ export function markdown(r: Results): string {
           fmtUs(o.latencyUs.p999),
           fmtUs(o.latencyUs.max),
           `${o.serverCpuPct.toFixed(0)}%`,
+          `${o.otherCpuPct.toFixed(0)}%`,
         ]),
-        [":--", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:"],
+        [":--", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:"],
       ),
     );
     out.push("");

@@ -6,8 +6,9 @@
  * bun run bench:e2e                      full run (N = 1,000,000, < 10 minutes)
  * bun run bench:e2e -- --quick           N = 50,000, short cells (< 1 minute)
  * bun run bench:e2e -- --only tcp,redis  systems: tcp, connect, redis, floor
- * bun run bench:e2e -- --ops get_all,batch100 --phases closed,ops,open,metrics
+ * bun run bench:e2e -- --ops get_all,batch100 --phases closed,ops,open,metrics --shapes 1x1,8x8
  * bun run bench:e2e -- --metrics         only the metrics on/off comparison
+ * bun run bench:e2e -- --profile /tmp/p   also write a CPU profile of our server (.cpuprofile + .md)
  * ```
  *
  * Writes bench/results/e2e.md, e2e.json and e2e-latency.svg (e2e-quick.* with --quick).
@@ -78,12 +79,22 @@ interface Options {
   opsDurationMs: number;
   maxRequests: number;
   systems: SystemName[];
+  /** Closed-loop shapes of the main GetFeatures matrix, [connections, in flight each]. */
+  shapes: [number, number][];
   ops: OpName[];
   phases: Phase[];
   metricsRounds: number;
   pin: boolean;
   serverEntry: string;
   outDir: string;
+  /** A cell during which other processes used more CPU than this (% of one core) is run again... */
+  noisyPct: number;
+  /** ...at most this many more times... */
+  noisyRetries: number;
+  /** ...while the run's retry budget (s) lasts; the attempt with the least background CPU is kept. */
+  noisyRetryBudgetS: number;
+  /** Write a CPU profile of our server (the METRICS_ENABLED=true one) into this directory. */
+  profileDir: string | null;
 }
 
 /** Defaults: the full run stays under 10 minutes on the 2-core reference machine. */
@@ -91,17 +102,22 @@ function defaults(quick: boolean): Options {
   return {
     quick,
     entities: quick ? 50_000 : 1_000_000,
-    warmupMs: quick ? 150 : 500,
-    durationMs: quick ? 400 : 3000,
-    opsDurationMs: quick ? 250 : 2000,
+    warmupMs: quick ? 100 : 500,
+    durationMs: quick ? 300 : 3000,
+    opsDurationMs: quick ? 200 : 2000,
     maxRequests: quick ? 1_000_000 : 10_000_000,
     systems: ["tcp", "connect", "redis", "floor"],
+    shapes: SHAPES,
     ops: [...OPS],
     phases: [...PHASES],
     metricsRounds: quick ? 1 : 3,
     pin: true,
     serverEntry: "src/main.ts",
     outDir: "bench/results",
+    profileDir: null,
+    noisyPct: 25,
+    noisyRetries: 2,
+    noisyRetryBudgetS: quick ? 4 : 60,
   };
 }
 
@@ -144,6 +160,14 @@ function parseArgs(argv: string[]): Options {
         o.systems = list(v, ["tcp", "connect", "redis", "floor"] as const, a);
         i++;
         break;
+      case "--shapes":
+        o.shapes = (v ?? "").split(",").map((x) => {
+          const m = /^(\d+)x(\d+)$/.exec(x);
+          if (!m) throw new Error(`--shapes: "${x}" is not KxD (e.g. 8x8)`);
+          return [Number(m[1]), Number(m[2])] as [number, number];
+        });
+        i++;
+        break;
       case "--ops":
         o.ops = list(v, OPS, a);
         i++;
@@ -159,11 +183,18 @@ function parseArgs(argv: string[]): Options {
         o.metricsRounds = Math.floor(num(v, a));
         i++;
         break;
+      case "--no-retry":
+        o.noisyRetries = 0;
+        break;
       case "--no-pin":
         o.pin = false;
         break;
       case "--server-entry":
         o.serverEntry = v ?? o.serverEntry;
+        i++;
+        break;
+      case "--profile":
+        o.profileDir = resolve(v ?? "bench/results/profile");
         i++;
         break;
       case "--out":
@@ -259,9 +290,11 @@ async function main(): Promise<void> {
       systems: o.systems,
       ops: o.ops,
       phases: o.phases,
-      shapes: SHAPES.map(([k, d]) => `${k}x${d}`),
+      shapes: o.shapes.map(([k, d]) => `${k}x${d}`),
       openFractions: OPEN_FRACTIONS,
       metricsRounds: o.metricsRounds,
+      noisyPct: o.noisyPct,
+      noisyRetries: o.noisyRetries,
       keyStream: STREAM,
       zipfS: 0.99,
     },
@@ -284,14 +317,21 @@ async function main(): Promise<void> {
     const systems = new Map<SystemName, System>();
     if (needOurs) {
       log("starting our server (METRICS_ENABLED=true) and loading...");
-      ours = await startOurServer(ROOT, o.serverEntry, N, { METRICS_ENABLED: "true" }, serverCpus);
+      ours = await startOurServer(
+        ROOT,
+        o.serverEntry,
+        N,
+        { METRICS_ENABLED: "true" },
+        serverCpus,
+        o.profileDir ?? undefined,
+      );
       procs.push(ours.proc);
       if (o.serverEntry !== "src/main.ts") log(`(server entry ${o.serverEntry})`);
       const l = await loadOurs(ours, N);
       results.load.featurestore = l;
       log(`  loaded ${N} in ${l.seconds.toFixed(1)} s, ${Math.round(l.bytesPerEntity)} B/entity RSS`);
-      systems.set("tcp", tcpSystem("tcp", ours.proc, ours.tcpPort));
-      systems.set("connect", connectSystem(ours.proc, ours.httpPort));
+      if (has("tcp")) systems.set("tcp", tcpSystem("tcp", ours.proc, ours.tcpPort));
+      if (has("connect")) systems.set("connect", connectSystem(ours.proc, ours.httpPort));
       results.floorAnswerBytes = await measureAnswerBytes(ours.tcpPort, ids[N >> 1]!);
     } else {
       results.floorAnswerBytes = typicalAnswerBytes();
@@ -332,7 +372,6 @@ async function main(): Promise<void> {
       return d;
     };
 
-    let seqBase = 0;
     const runCell = async (
       sysName: SystemName,
       mode: Mode,
@@ -347,47 +386,14 @@ async function main(): Promise<void> {
       const driver = await driverFor(sys, conns);
       const fn = driver.op(op, mode, { ids, keys: streams[dist] });
       if (!fn) return null;
-      Bun.gc(true);
-      const pid = sys.proc.pid;
-      const cpu0 = cpuSeconds(pid);
-      const self0 = selfCpuSeconds();
-      const busy0 = machineBusySeconds();
-      seqBase += 7_919_113;
-      const r = await closedLoop(fn, {
-        slots: conns * depth,
-        warmupMs: o.warmupMs,
-        durationMs,
-        maxRequests: o.maxRequests,
-        seqStart: seqBase,
-      });
-      const cpu = cpuSeconds(pid) - cpu0;
-      const self = selfCpuSeconds() - self0;
-      const other = machineBusySeconds() - busy0 - cpu - self;
-      const cell: Cell = {
-        system: sysName,
-        mode,
-        op,
-        dist,
-        conns,
-        depth,
-        requests: r.requests,
-        errors: r.errors,
-        ...(r.firstError ? { firstError: r.firstError } : {}),
-        seconds: round(r.seconds, 3),
-        throughput: Math.round(r.throughput),
-        latencyUs: latencyOf(r.hist),
-        serverCpuPct: round((100 * cpu) / r.wallSeconds, 1),
-        serverCpuUsPerReq: round((cpu * 1e6) / Math.max(1, r.issued), 2),
-        clientCpuPct: round((100 * self) / r.wallSeconds, 1),
-        otherCpuPct: round(Math.max(0, (100 * other) / r.wallSeconds), 1),
-        serverRssMB: round(rssBytes(pid) / 2 ** 20, 1),
-        curve: curveOf(r.hist),
-      };
+      const cell = await quietest(o, () => measureCell(o, fn, sys.proc.pid, conns, depth, durationMs));
+      Object.assign(cell, { system: sysName, mode, op, dist });
       results.cells.push(cell);
       log(
-        `  ${sysName}/${mode} ${op} ${dist} ${conns}x${depth}: ${Math.round(r.throughput)} req/s, ` +
+        `  ${sysName}/${mode} ${op} ${dist} ${conns}x${depth}: ${cell.throughput} req/s, ` +
           `p50 ${cell.latencyUs.p50} p99 ${cell.latencyUs.p99} p99.9 ${cell.latencyUs.p999} max ${cell.latencyUs.max} us` +
-          `, srv ${cell.serverCpuPct}% gen ${cell.clientCpuPct}% other ${cell.otherCpuPct}%${r.errors ? `, ${r.errors} errors: ${r.firstError}` : ""}`,
+          `, srv ${cell.serverCpuPct}% gen ${cell.clientCpuPct}% other ${cell.otherCpuPct}%` +
+          `${cell.errors ? `, ${cell.errors} errors: ${cell.firstError}` : ""}`,
       );
       return cell;
     };
@@ -404,7 +410,7 @@ async function main(): Promise<void> {
 
     if (phase("closed") && o.ops.includes("get_all")) {
       log("closed loop, GetFeatures all features, uniform keys:");
-      for (const [k, d] of SHAPES)
+      for (const [k, d] of o.shapes)
         for (const [s, m] of modes) await runCell(s, m, "get_all", "uniform", k, d, o.durationMs);
     }
 
@@ -459,8 +465,8 @@ async function main(): Promise<void> {
           Bun.gc(true);
           const cpu0 = cpuSeconds(sys.proc.pid);
           const self0 = selfCpuSeconds();
-          seqBase += 7_919_113;
-          const offset = seqBase;
+          const busy0 = machineBusySeconds();
+          const offset = nextSeq();
           const shifted: OpFn = (seq, slot) => fn(seq + offset, slot);
           const r = await openLoop(shifted, {
             rate,
@@ -471,6 +477,7 @@ async function main(): Promise<void> {
           });
           const cpu = cpuSeconds(sys.proc.pid) - cpu0;
           const self = selfCpuSeconds() - self0;
+          const other = machineBusySeconds() - busy0 - cpu - self;
           const oc: OpenCell = {
             system: s,
             mode: m,
@@ -487,12 +494,14 @@ async function main(): Promise<void> {
             truncated: r.truncated,
             serverCpuPct: round((100 * cpu) / r.wallSeconds, 1),
             clientCpuPct: round((100 * self) / r.wallSeconds, 1),
+            otherCpuPct: round(Math.max(0, (100 * other) / r.wallSeconds), 1),
             curve: curveOf(r.hist),
           };
           results.open.push(oc);
           log(
             `  ${s}/${m} open ${Math.round(fraction * 100)}% = ${rate}/s: achieved ${oc.achieved}, p50 ${oc.latencyUs.p50} ` +
               `p99 ${oc.latencyUs.p99} p99.9 ${oc.latencyUs.p999} max ${oc.latencyUs.max} us, lag ${oc.maxSendLagMs} ms` +
+              `, other ${oc.otherCpuPct}%` +
               `${r.truncated ? " (cut)" : ""}`,
           );
         }
@@ -505,15 +514,7 @@ async function main(): Promise<void> {
     for (const p of procs.filter((p) => p !== ours?.proc)) await p.stop();
 
     if (phase("metrics") && ours) {
-      results.metrics = await metricsPhase(
-        o,
-        ours,
-        ids,
-        streams.uniform,
-        serverCpus,
-        procs,
-        () => (seqBase += 7_919_113),
-      );
+      results.metrics = await metricsPhase(o, ours, ids, streams.uniform, serverCpus, procs);
     }
 
     results.targets = targets(results);
@@ -532,6 +533,79 @@ async function main(): Promise<void> {
   writeFileSync(resolve(outDir, `${base}-latency.svg`), svg(results));
   console.log(md);
   log(`wrote ${o.outDir}/${base}.md, ${base}.json, ${base}-latency.svg in ${results.totalSeconds} s`);
+}
+
+let seqBase = 0;
+/** A fresh start in the key stream for each run, so that runs do not replay the same keys. */
+function nextSeq(): number {
+  seqBase += 7_919_113;
+  return seqBase;
+}
+
+/** One closed-loop run of `fn`, with the CPU of the server (`pid`), of this process and of everything else. */
+async function measureCell(
+  o: Options,
+  fn: OpFn,
+  pid: number,
+  conns: number,
+  depth: number,
+  durationMs: number,
+): Promise<Cell> {
+  Bun.gc(true);
+  const cpu0 = cpuSeconds(pid);
+  const self0 = selfCpuSeconds();
+  const busy0 = machineBusySeconds();
+  const r = await closedLoop(fn, {
+    slots: conns * depth,
+    warmupMs: o.warmupMs,
+    durationMs,
+    maxRequests: o.maxRequests,
+    seqStart: nextSeq(),
+  });
+  const cpu = cpuSeconds(pid) - cpu0;
+  const self = selfCpuSeconds() - self0;
+  const other = machineBusySeconds() - busy0 - cpu - self;
+  return {
+    system: "tcp",
+    mode: "raw",
+    op: "get_all",
+    dist: "uniform",
+    conns,
+    depth,
+    requests: r.requests,
+    errors: r.errors,
+    ...(r.firstError ? { firstError: r.firstError } : {}),
+    seconds: round(r.seconds, 3),
+    throughput: Math.round(r.throughput),
+    latencyUs: latencyOf(r.hist),
+    serverCpuPct: round((100 * cpu) / r.wallSeconds, 1),
+    serverCpuUsPerReq: round((cpu * 1e6) / Math.max(1, r.issued), 2),
+    clientCpuPct: round((100 * self) / r.wallSeconds, 1),
+    otherCpuPct: round(Math.max(0, (100 * other) / r.wallSeconds), 1),
+    serverRssMB: round(rssBytes(pid) / 2 ** 20, 1),
+    attempts: 1,
+    curve: curveOf(r.hist),
+  };
+}
+
+let retryBudgetS = Number.NaN;
+/**
+ * The machine is shared: a run during which other processes used more than `noisyPct` of a
+ * core is run again (at most `noisyRetries` times, within the run's retry budget), and the
+ * run with the least background CPU is kept. `attempts` and `otherCpuPct` say what happened.
+ */
+async function quietest(o: Options, run: () => Promise<Cell>): Promise<Cell> {
+  if (Number.isNaN(retryBudgetS)) retryBudgetS = o.noisyRetryBudgetS;
+  let best: Cell | null = null;
+  for (let attempt = 1; ; attempt++) {
+    const cell = await run();
+    if (best === null || cell.otherCpuPct < best.otherCpuPct) best = cell;
+    best.attempts = attempt;
+    const cost = cell.seconds + o.warmupMs / 1000;
+    if (best.otherCpuPct <= o.noisyPct || attempt > o.noisyRetries || retryBudgetS < cost) return best;
+    retryBudgetS -= cost;
+    log(`    (other processes used ${cell.otherCpuPct}% of a core: running it again)`);
+  }
 }
 
 function redisVersionOf(): string {
@@ -565,7 +639,6 @@ async function metricsPhase(
   keys: Int32Array,
   serverCpus: string | undefined,
   procs: Proc[],
-  nextSeq: () => number,
 ): Promise<{ runs: MetricsRun[]; summary: MetricsSummary[] }> {
   log("metrics on/off: starting a second server with METRICS_ENABLED=false and loading...");
   const off = await startOurServer(ROOT, o.serverEntry, o.entities, { METRICS_ENABLED: "false" }, serverCpus);
@@ -590,26 +663,18 @@ async function metricsPhase(
       for (const [k, d] of shapes)
         for (const which of order) {
           const fn = clients.get(`${which}/${k}`)!.op("get_all", "raw", { ids, keys })!;
-          Bun.gc(true);
-          const pid = servers[which].proc.pid;
-          const cpu0 = cpuSeconds(pid);
-          const r = await closedLoop(fn, {
-            slots: k * d,
-            warmupMs: o.warmupMs,
-            durationMs: o.opsDurationMs,
-            maxRequests: o.maxRequests,
-            seqStart: nextSeq(),
-          });
-          const cpu = cpuSeconds(pid) - cpu0;
-          const lat = latencyOf(r.hist);
+          const c = await quietest(o, () =>
+            measureCell(o, fn, servers[which].proc.pid, k, d, o.opsDurationMs),
+          );
           const run: MetricsRun = {
             round: round_,
             metrics: which,
             shape: `${k}x${d}`,
-            throughput: Math.round(r.throughput),
-            p50: lat.p50,
-            p99: lat.p99,
-            serverCpuUsPerReq: round((cpu * 1e6) / Math.max(1, r.issued), 2),
+            throughput: c.throughput,
+            p50: c.latencyUs.p50,
+            p99: c.latencyUs.p99,
+            serverCpuUsPerReq: c.serverCpuUsPerReq,
+            otherCpuPct: c.otherCpuPct,
           };
           runs.push(run);
           log(

@@ -96,12 +96,18 @@ export async function startOurServer(
   n: number,
   env: Record<string, string>,
   cpus: string | undefined,
+  profileDir?: string,
 ): Promise<OurServer> {
   const tcpPort = freePort();
   const httpPort = freePort();
   const proc = spawnProc({
     name: "featurestore",
-    cmd: [process.execPath, entry],
+    cmd: [
+      process.execPath,
+      // A CPU profile of the server, written (as .cpuprofile and grep-able markdown) when it stops.
+      ...(profileDir ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${profileDir}`] : []),
+      entry,
+    ],
     cwd: root,
     cpus,
     env: {

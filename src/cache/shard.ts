@@ -92,6 +92,13 @@ const SEG_FREE = 0;
 const SEG_OPEN = 1;
 const SEG_CLOSED = 2;
 
+/**
+ * Most bytes of a block that `lookup` touches ahead of the key compare. Measured on 500-byte
+ * values at 1M entities: a get went from ~930-1050 ns to ~870-930 ns. Larger values are fetched by
+ * the copy's own prefetch (copy.ts). The arena is padded by this much so the touches stay in bounds.
+ */
+const PREFETCH_MAX_BYTES = 512;
+
 /** 2^-32, to map a 32-bit hash onto [0, buckets) with a multiply instead of a modulo. */
 const TWO_POW_NEG_32 = 2.3283064365386963e-10;
 
@@ -111,7 +118,7 @@ export interface ShardGeometry {
   segmentBytes: number;
   /** Segments in the arena, the spare included. */
   segmentCount: number;
-  /** Arena size, bytes (segments plus 8 bytes of read padding for word copies). */
+  /** Arena size, bytes (segments plus read padding for prefetches and word copies). */
   arenaBytes: number;
   /** Index buckets. */
   buckets: number;
@@ -152,7 +159,7 @@ export function shardGeometry(capacity: number, maxBytes: number, maxEntryBytes:
     compactGarbage: Math.max(segmentBytes >> GARBAGE_SHIFT, blockMax),
     segmentBytes,
     segmentCount,
-    arenaBytes: segmentCount * segmentBytes + 8,
+    arenaBytes: segmentCount * segmentBytes + PREFETCH_MAX_BYTES,
     buckets,
   };
 }
@@ -195,6 +202,8 @@ export class Shard {
   private fresh = 0;
   private head = -1;
   private tail = -1;
+  /** Sink for prefetching loads, so the JIT cannot drop them. */
+  prefetched = 0;
   /** Bucket of the last successful `lookup`, so removal needs no second probe. */
   private lastBucket = -1;
 
@@ -234,6 +243,13 @@ export class Shard {
     return ((hash >>> 0) * this.bucketScale) | 0;
   }
 
+  /** Bytes worth prefetching from a block: the shard's average entry, at most PREFETCH_MAX_BYTES. */
+  private prefetchBytes(): number {
+    const c = this.c;
+    const avg = c[C_BYTES]! / c[C_ENTRIES]!;
+    return avg < PREFETCH_MAX_BYTES ? avg : PREFETCH_MAX_BYTES;
+  }
+
   /** Slot holding key[start,end) with this hash, or -1. Sets `lastBucket` on a hit. */
   lookup(key: Uint8Array, start: number, end: number, hash: number): number {
     const table = this.table;
@@ -249,6 +265,11 @@ export class Shard {
       if (table[t] === hash) {
         // The block offset comes from the bucket, not the record, so both loads start together.
         let p = table[t + 2]! + HEADER;
+        // Touch the lines an average entry of this shard spans now, so they load in parallel with
+        // the slot record and the first block line instead of after the key compare.
+        let touch = 0;
+        for (let q = p + 64, qEnd = p + this.prefetchBytes(); q < qEnd; q += 64) touch |= arena[q]!;
+        this.prefetched = touch;
         if (meta[(sp - 1) * META_INTS + M_KEYLEN] === len) {
           let j = start;
           while (j < end && arena[p] === key[j]) {

@@ -486,7 +486,7 @@ export function svg(r: Results): string {
 
 function panelSvg(p: Panel, ox: number, oy: number, W: number, H: number): string {
   const left = ox + 56;
-  const right = ox + W - 16;
+  const right = ox + W - 24;
   const top = oy + 24;
   const bottom = oy + H - 44;
   const all = p.series.flatMap((s) => s.points.map(([, y]) => y)).filter((y) => y > 0);

@@ -247,7 +247,7 @@ export class Shard {
   private prefetchBytes(): number {
     const c = this.c;
     const avg = c[C_BYTES]! / c[C_ENTRIES]!;
-    return avg < PREFETCH_MAX_BYTES ? avg : PREFETCH_MAX_BYTES;
+    return Math.min(avg, PREFETCH_MAX_BYTES);
   }
 
   /** Slot holding key[start,end) with this hash, or -1. Sets `lastBucket` on a hit. */

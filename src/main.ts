@@ -28,6 +28,7 @@ export function startServer(config: Config, logger: Logger): RunningServer {
   const store = new MemoryStore({
     maxEntries: config.cacheSize,
     maxBytes: config.cacheMaxBytes,
+    maxEntryBytes: config.cacheMaxEntryBytes,
     shardCount: config.shardCount,
   });
   const service = new FeatureService(store, {

@@ -17,6 +17,12 @@ export interface Config {
   cacheSize: number;
   /** Most bytes of ids and records held; LRU eviction past it. CACHE_MAX_BYTES, default 1 GiB. */
   cacheMaxBytes: number;
+  /**
+   * Largest entity record (id + encoded features) the cache takes, bytes; a larger write is
+   * RESOURCE_EXHAUSTED. Arena segments are 8x this, and compaction copies one segment at a time,
+   * so a larger bound means longer worst-case write pauses. CACHE_MAX_ENTRY_BYTES, default 64 KiB.
+   */
+  cacheMaxEntryBytes: number;
   /** Cache shards, a power of two. SHARD_COUNT, default 16. */
   shardCount: number;
   /** TTL for writes that give none, ms; 0 = never expire. DEFAULT_TTL_MS, default 0. */
@@ -47,6 +53,7 @@ export const DEFAULTS: Config = {
   httpPort: 8081,
   cacheSize: 1_000_000,
   cacheMaxBytes: 1024 * 1024 * 1024,
+  cacheMaxEntryBytes: 64 * 1024,
   shardCount: 16,
   defaultTtlMs: 0,
   logLevel: "info",
@@ -117,6 +124,7 @@ export function loadConfig(env: Env = process.env): Config {
     httpPort: int(env, "HTTP_PORT", DEFAULTS.httpPort, 0, 65535),
     cacheSize,
     cacheMaxBytes,
+    cacheMaxEntryBytes: int(env, "CACHE_MAX_ENTRY_BYTES", DEFAULTS.cacheMaxEntryBytes, 64, 16 * 1024 * 1024),
     shardCount,
     defaultTtlMs: int(env, "DEFAULT_TTL_MS", DEFAULTS.defaultTtlMs, 0, 2 ** 42),
     logLevel,

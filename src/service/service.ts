@@ -124,6 +124,15 @@ export class FeatureService {
   // ---- reads ------------------------------------------------------------------------------
 
   private getFeatures(body: Uint8Array, start: number, end: number, out: ProtoWriter): void {
+    this.parseIdAndNames(body, start, end);
+    this.writeResult(body, this.idStart, this.idEnd, out);
+  }
+
+  /**
+   * Parses a GetFeaturesRequest or DeleteFeaturesRequest (the same shape: entity_id = 1,
+   * feature_names = 2) into idStart/idEnd and `names`, and validates the id.
+   */
+  private parseIdAndNames(body: Uint8Array, start: number, end: number): void {
     const r = this.req.reset(body, start, end);
     this.names.count = 0;
     let idStart = -1;
@@ -140,7 +149,8 @@ export class FeatureService {
       } else r.skip(tag & 7);
     }
     this.checkId(body, idStart, idEnd);
-    this.writeResult(body, idStart, idEnd, out);
+    this.idStart = idStart;
+    this.idEnd = idEnd;
   }
 
   private batchGet(body: Uint8Array, start: number, end: number, out: ProtoWriter): void {
@@ -444,22 +454,9 @@ export class FeatureService {
   }
 
   private deleteFeatures(body: Uint8Array, start: number, end: number, out: ProtoWriter): void {
-    const r = this.req.reset(body, start, end);
-    this.names.count = 0;
-    let idStart = -1;
-    let idEnd = -1;
-    while (!r.done()) {
-      const tag = r.tag();
-      if (tag === TAG_ID) {
-        r.bytesRange();
-        idStart = r.fieldStart;
-        idEnd = r.fieldEnd;
-      } else if (tag === TAG_NAMES) {
-        r.bytesRange();
-        this.pushName(body, r.fieldStart, r.fieldEnd);
-      } else r.skip(tag & 7);
-    }
-    this.checkId(body, idStart, idEnd);
+    this.parseIdAndNames(body, start, end);
+    const idStart = this.idStart;
+    const idEnd = this.idEnd;
     const store = this.store;
     let deleted: boolean;
     if (this.names.count === 0) {

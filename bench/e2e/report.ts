@@ -198,13 +198,18 @@ export function markdown(r: Results): string {
       `${r.config.durationMs} ms per cell after ${r.config.warmupMs} ms warm-up · total ${Math.round(r.totalSeconds)} s` +
       (r.config.quick ? " · **--quick**" : ""),
   );
+  const limit = Number(r.config.noisyPct ?? 25);
   const reruns = r.cells.filter((c) => c.attempts > 1).length;
-  const noisy = r.cells.filter((c) => c.otherCpuPct > Number(r.config.noisyPct ?? 25)).length;
-  if (reruns > 0 || noisy > 0) {
+  const noisy = r.cells.filter((c) => c.otherCpuPct > limit).length;
+  const noisyOpen = r.open.filter((c) => c.otherCpuPct > limit).length;
+  const noisyMetrics = r.metrics?.runs.filter((c) => c.otherCpuPct > limit).length ?? 0;
+  if (reruns + noisy + noisyOpen + noisyMetrics > 0) {
     out.push("");
     out.push(
-      `The machine was shared while this ran: ${reruns} of ${r.cells.length} cells were run again because other processes ` +
-        `used CPU meanwhile, and ${noisy} remained above ${r.config.noisyPct}% of a core of background CPU (the bg CPU column).`,
+      `The machine was shared while this ran: ${reruns} of ${r.cells.length} closed-loop cells were run again because ` +
+        `other processes used CPU meanwhile; ${noisy} closed-loop cells, ${noisyOpen} of ${r.open.length} open-loop cells ` +
+        `and ${noisyMetrics} of ${r.metrics?.runs.length ?? 0} metrics runs kept more than ${limit}% of a core of background ` +
+        "CPU (the bg CPU column; e2e.json has it for every run).",
     );
   }
   out.push("");
@@ -370,12 +375,20 @@ export function markdown(r: Results): string {
     out.push("");
     out.push(
       table(
-        ["K×D", "on: req/s", "off: req/s", "on/off", "on: p99 (rounds)", "off: p99 (rounds)", "p99 noise"],
+        [
+          "K×D",
+          "on: req/s",
+          "off: req/s",
+          "on/off (median of rounds)",
+          "on: p99 µs (rounds)",
+          "off: p99 µs (rounds)",
+          "p99 noise",
+        ],
         r.metrics.summary.map((s) => [
           s.shape.replace("x", "×"),
           fmtRate(s.on.throughput),
           fmtRate(s.off.throughput),
-          `${s.throughputRatio.toFixed(3)} (${s.costPct >= 0 ? "" : "+"}${Math.abs(s.costPct).toFixed(1)}% ${s.costPct >= 0 ? "cost" : "faster"})`,
+          `${s.throughputRatio.toFixed(3)} (${s.costPct >= 0 ? `${s.costPct.toFixed(1)}% cost` : `on ${(-s.costPct).toFixed(1)}% faster`})`,
           s.on.p99s.map((x) => x.toFixed(0)).join(" / "),
           s.off.p99s.map((x) => x.toFixed(0)).join(" / "),
           `±${s.p99NoiseUs.toFixed(0)} µs`,

@@ -688,6 +688,8 @@ async function metricsPhase(
     await off.proc.stop();
     await on.proc.stop();
   }
+  // Medians, and the ratio as the median of the per-round on/off ratios: a round that other
+  // processes disturbed (see otherCpuPct) then moves neither the ratio nor the p99 much.
   const summary: MetricsSummary[] = shapes.map(([k, d]) => {
     const shape = `${k}x${d}`;
     const pick = (w: "on" | "off") => runs.filter((r) => r.shape === shape && r.metrics === w);
@@ -695,20 +697,31 @@ async function metricsPhase(
       const rs = pick(w);
       const p99s = rs.map((r) => r.p99);
       return {
-        throughput: Math.round(rs.reduce((a, r) => a + r.throughput, 0) / rs.length),
+        throughput: Math.round(median(rs.map((r) => r.throughput))),
         p99: round(median(p99s), 1),
         p99s,
       };
     };
     const a = agg("on");
     const b = agg("off");
-    const spread = (xs: number[]) => (xs.length > 1 ? (Math.max(...xs) - Math.min(...xs)) / 2 : 0);
+    const ons = pick("on");
+    const offs = pick("off");
+    const ratio = median(ons.map((r, i) => r.throughput / offs[i]!.throughput));
+    // Half the spread of the middle values of each setting: the run-to-run noise of its p99.
+    const spread = (xs: number[]) => {
+      const t = [...xs].sort((x, y) => x - y);
+      if (t.length >= 4) {
+        t.pop();
+        t.shift();
+      }
+      return t.length > 1 ? (t[t.length - 1]! - t[0]!) / 2 : 0;
+    };
     return {
       shape,
       on: a,
       off: b,
-      throughputRatio: round(a.throughput / b.throughput, 4),
-      costPct: round(100 * (1 - a.throughput / b.throughput), 2),
+      throughputRatio: round(ratio, 4),
+      costPct: round(100 * (1 - ratio), 2),
       p99NoiseUs: round(Math.max(spread(a.p99s), spread(b.p99s)), 1),
     };
   });

@@ -125,6 +125,8 @@ export interface Target {
 
 export interface Results {
   date: string;
+  /** Source measured: the commit, and the files under src/ that differed from it (uncommitted work). */
+  git?: { commit: string; dirty: string[] };
   machine: Record<string, string | number>;
   config: Record<string, unknown>;
   pinning: string;
@@ -196,7 +198,10 @@ export function markdown(r: Results): string {
     `${r.date.slice(0, 10)} · ${m.cpu} (${m.cores} cores) · ${m.memGiB} GiB · Linux ${m.kernel} · Bun ${m.bun} · Redis ${m.redis} · ` +
       `N = ${Number(r.config.entities).toLocaleString("en-US")} entities × 20 features · ${r.pinning} · ` +
       `${r.config.durationMs} ms per cell after ${r.config.warmupMs} ms warm-up · total ${Math.round(r.totalSeconds)} s` +
-      (r.config.quick ? " · **--quick**" : ""),
+      (r.config.quick ? " · **--quick**" : "") +
+      (r.git
+        ? ` · commit ${r.git.commit.slice(0, 7)}${r.git.dirty.length ? ` + uncommitted ${r.git.dirty.join(", ")}` : ""}`
+        : ""),
   );
   const limit = Number(r.config.noisyPct ?? 25);
   const reruns = r.cells.filter((c) => c.attempts > 1).length;
@@ -216,6 +221,10 @@ export function markdown(r: Results): string {
   if (r.targets.length > 0) {
     out.push("### Targets");
     out.push("");
+    if (r.config.quick) {
+      out.push("_--quick: short cells on a small data set; the verdicts are indicative only._");
+      out.push("");
+    }
     out.push(
       table(
         ["target", "goal", "measured", "ratio", ""],
@@ -265,7 +274,7 @@ export function markdown(r: Results): string {
       table(
         ["system (client)", "K×D", "req/s", "p50", "p99", "p99.9", "max", "srv µs/req", "gen CPU", "bg CPU"],
         rows,
-        [":--", "--:", ":-:", "--:", "--:", "--:", "--:", "--:", "--:", "--:"],
+        [":--", ":-:", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:"],
       ),
     );
     out.push("");

@@ -4,7 +4,7 @@
  * the encoded bytes (src/service/record.ts).
  */
 import { FeatureStoreError, invalidArgument } from "./status.ts";
-import { decodeUtf8, type ProtoReader, type ProtoWriter, WireType } from "./wire.ts";
+import { type ProtoReader, type ProtoWriter, utf8Slice, WireType } from "./wire.ts";
 
 /**
  * A feature value as users see it.
@@ -123,6 +123,60 @@ export function writeFeatureMap(w: ProtoWriter, field: number, features: Feature
   }
 }
 
+/**
+ * Feature names repeat in every answer: a small direct-mapped table of the names seen recently
+ * turns each into one hash and one byte compare instead of a decode and a new string.
+ */
+const NAME_SLOTS = 1024;
+const MAX_INTERNED = 64;
+const internedBytes: (Uint8Array | undefined)[] = new Array(NAME_SLOTS);
+const internedNames: string[] = new Array(NAME_SLOTS);
+
+export function internName(buf: Uint8Array, start: number, end: number): string {
+  const n = end - start;
+  if (n > MAX_INTERNED) return utf8Slice(buf, start, end);
+  let h = n;
+  for (let i = start; i < end; i++) h = Math.imul(h ^ buf[i]!, 0x01000193);
+  const slot = (h >>> 22) & (NAME_SLOTS - 1);
+  const seen = internedBytes[slot];
+  if (seen !== undefined && seen.length === n) {
+    let i = 0;
+    while (i < n && seen[i] === buf[start + i]) i++;
+    if (i === n) return internedNames[slot]!;
+  }
+  const name = utf8Slice(buf, start, end);
+  internedBytes[slot] = buf.slice(start, end);
+  internedNames[slot] = name;
+  return name;
+}
+
+/**
+ * Embeddings are carved out of 64 KiB slabs, as Node pools small Buffers: one ArrayBuffer per
+ * answer's embedding costs more than decoding the rest of the answer. A slab lives as long as
+ * any array cut from it; `.buffer` of a returned array is the slab (use byteOffset/length).
+ */
+const SLAB_BYTES = 64 * 1024;
+let slab = new ArrayBuffer(SLAB_BYTES);
+let slabBytes = new Uint8Array(slab);
+let slabUsed = 0;
+
+function floatsFromSlab(src: Uint8Array, start: number, n: number): Float32Array {
+  if (n > SLAB_BYTES / 8) {
+    const own = new ArrayBuffer(n);
+    new Uint8Array(own).set(src.subarray(start, start + n));
+    return new Float32Array(own);
+  }
+  if (slabUsed + n > SLAB_BYTES) {
+    slab = new ArrayBuffer(SLAB_BYTES);
+    slabBytes = new Uint8Array(slab);
+    slabUsed = 0;
+  }
+  const at = slabUsed;
+  slabBytes.set(src.subarray(start, start + n), at);
+  slabUsed = at + ((n + 7) & ~7);
+  return new Float32Array(slab, at, n >>> 2);
+}
+
 const f32 = new Float32Array(1);
 const f32Bytes = new Uint8Array(f32.buffer);
 
@@ -136,12 +190,10 @@ export function readFeatureValue(r: ProtoReader, start: number, end: number): Fe
     const tag = r.tag();
     const wt = tag & 7;
     switch (tag >>> 3) {
-      case ValueField.Int: {
+      case ValueField.Int:
         expectWire(wt, WireType.Varint, "int_value");
-        const big = r.varint64();
-        value = big >= Number.MIN_SAFE_INTEGER && big <= Number.MAX_SAFE_INTEGER ? Number(big) : big;
+        value = r.int64();
         break;
-      }
       case ValueField.Double:
         expectWire(wt, WireType.Fixed64, "double_value");
         value = r.double();
@@ -149,7 +201,7 @@ export function readFeatureValue(r: ProtoReader, start: number, end: number): Fe
       case ValueField.String:
         expectWire(wt, WireType.Bytes, "string_value");
         r.bytesRange();
-        value = decodeUtf8(r.buf, r.fieldStart, r.fieldEnd);
+        value = utf8Slice(r.buf, r.fieldStart, r.fieldEnd);
         break;
       case ValueField.Bool:
         expectWire(wt, WireType.Varint, "bool_value");
@@ -201,11 +253,9 @@ function readFloatList(r: ProtoReader, start: number, end: number): Float32Array
       const n = r.fieldEnd - r.fieldStart;
       if (n % 4 !== 0) throw invalidArgument("packed float list length is not a multiple of 4");
       if (values.length === 0 && r.done()) {
-        // The usual case: one packed run. Copy it once into an aligned array.
-        const out = new Float32Array(n / 4);
-        new Uint8Array(out.buffer).set(buf.subarray(r.fieldStart, r.fieldEnd));
+        // The usual case: one packed run, copied once into an aligned slice of a shared slab.
         r.end = outerEnd;
-        return out;
+        return floatsFromSlab(buf, r.fieldStart, n);
       }
       for (let p = r.fieldStart; p < r.fieldEnd; p += 4) values.push(readF32(buf, p));
     } else if (tag === ((1 << 3) | WireType.Fixed32)) {
@@ -263,7 +313,7 @@ function readStringList(r: ProtoReader, start: number, end: number): string[] {
     const tag = r.tag();
     if (tag === ((1 << 3) | WireType.Bytes)) {
       r.bytesRange();
-      values.push(decodeUtf8(r.buf, r.fieldStart, r.fieldEnd));
+      values.push(utf8Slice(r.buf, r.fieldStart, r.fieldEnd));
     } else {
       r.skip(tag & 7);
     }
@@ -284,7 +334,7 @@ export function readFeatureEntry(r: ProtoReader, start: number, end: number, int
     const tag = r.tag();
     if (tag === ((1 << 3) | WireType.Bytes)) {
       r.bytesRange();
-      name = decodeUtf8(r.buf, r.fieldStart, r.fieldEnd);
+      name = internName(r.buf, r.fieldStart, r.fieldEnd);
     } else if (tag === ((2 << 3) | WireType.Bytes)) {
       r.bytesRange();
       valueStart = r.fieldStart;

@@ -2,8 +2,14 @@
  * Typed requests and results of the five methods, and their protobuf encoding for the client
  * side (what a caller sends, what it gets back). Shared by the TCP client and the embedded store.
  */
-import { type Features, type FeaturesInput, readFeatureEntry, writeFeatureMap } from "./features.ts";
-import { decodeUtf8, ProtoReader, type ProtoWriter, WireType } from "./wire.ts";
+import {
+  type Features,
+  type FeaturesInput,
+  internName,
+  readFeatureEntry,
+  writeFeatureMap,
+} from "./features.ts";
+import { ProtoReader, type ProtoWriter, utf8Slice, WireType } from "./wire.ts";
 
 /** Result of GetFeatures: `found` is false for a missing or expired entity (a miss is not an error). */
 export interface GetFeaturesResult {
@@ -101,7 +107,7 @@ export function decodeGetFeaturesResponse(buf: Uint8Array, start = 0, end = buf.
     switch (tag) {
       case (1 << 3) | WireType.Bytes:
         r.bytesRange();
-        result.entityId = decodeUtf8(buf, r.fieldStart, r.fieldEnd);
+        result.entityId = utf8Slice(buf, r.fieldStart, r.fieldEnd);
         break;
       case (2 << 3) | WireType.Bytes:
         r.bytesRange();
@@ -112,7 +118,7 @@ export function decodeGetFeaturesResponse(buf: Uint8Array, start = 0, end = buf.
         break;
       case (4 << 3) | WireType.Bytes:
         r.bytesRange();
-        result.missing.push(decodeUtf8(buf, r.fieldStart, r.fieldEnd));
+        result.missing.push(internName(buf, r.fieldStart, r.fieldEnd));
         break;
       default:
         r.skip(tag & 7);

@@ -22,6 +22,18 @@ export function decodeUtf8(buf: Uint8Array, start: number, end: number): string 
   }
 }
 
+/**
+ * Decodes UTF-8 bytes that a trusted peer produced (the client reading the server, which
+ * validates UTF-8 on every write): Bun's native `utf8Slice` decodes a range without a subarray
+ * view, at half TextDecoder's cost; invalid bytes would become U+FFFD rather than an error.
+ */
+export function utf8Slice(buf: Uint8Array, start: number, end: number): string {
+  return nativeUtf8Slice.call(buf, start, end);
+}
+const nativeUtf8Slice = (
+  Buffer.prototype as unknown as { utf8Slice: (this: Uint8Array, s: number, e: number) => string }
+).utf8Slice;
+
 /** Encodes a string as UTF-8 (allocates; not for hot paths). */
 export function encodeUtf8(s: string): Uint8Array {
   return utf8Encoder.encode(s);
@@ -224,6 +236,29 @@ export class ProtoReader {
       mul *= 128;
     }
     throw invalidArgument("varint longer than 10 bytes");
+  }
+
+  /**
+   * int64 as a `number` when it is a safe integer, else a `bigint`. Positive values below 2^53
+   * (counters, ids, timestamps) take a float fast path; BigInt arithmetic only for the rest.
+   */
+  int64(): number | bigint {
+    const b = this.buf;
+    const start = this.pos;
+    let result = 0;
+    let mul = 1;
+    for (let i = 0; i < 8 && this.pos < this.end; i++) {
+      const byte = b[this.pos++]!;
+      result += (byte & 0x7f) * mul;
+      if (byte < 0x80) {
+        if (result <= Number.MAX_SAFE_INTEGER) return result;
+        break;
+      }
+      mul *= 128;
+    }
+    this.pos = start;
+    const big = this.varint64();
+    return big >= Number.MIN_SAFE_INTEGER && big <= Number.MAX_SAFE_INTEGER ? Number(big) : big;
   }
 
   /** Signed 64-bit varint (int64) as a bigint. */

@@ -54,3 +54,28 @@ describe("ProtoWriter", () => {
     expect(r.done()).toBe(true);
   });
 });
+
+describe("ProtoReader.int64", () => {
+  test.each([
+    0n,
+    1n,
+    127n,
+    2n ** 49n - 1n,
+    2n ** 49n,
+    2n ** 53n - 1n,
+    2n ** 53n,
+    2n ** 56n - 1n,
+    2n ** 56n,
+    2n ** 63n - 1n,
+    -1n,
+    -(2n ** 53n) + 1n,
+    -(2n ** 53n),
+    -(2n ** 63n),
+  ])("%p reads back as a number when safe, else a bigint", (v) => {
+    const w = new ProtoWriter(16);
+    w.varint64(v);
+    const got = new ProtoReader().reset(w.view()).int64();
+    const safe = v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER);
+    expect(got).toBe(safe ? Number(v) : v);
+  });
+});

@@ -127,3 +127,33 @@ describe("every method over real sockets", () => {
     }
   });
 });
+
+describe("limits seen through the client", () => {
+  test("a request over MAX_FRAME_BYTES fails RESOURCE_EXHAUSTED and the client reconnects for the next call", async () => {
+    const small = startTestTcpServer({ maxFrameBytes: 4096 });
+    const c = await FeatureStoreClient.connect({
+      servers: [`127.0.0.1:${small.port}`],
+      connectionsPerServer: 1,
+      reconnect: { initialMs: 5, maxMs: 20 },
+    });
+    try {
+      const err = await c
+        .setFeatures("big", { blob: new Uint8Array(10_000) })
+        .catch((e) => e as FeatureStoreError);
+      expect(err).toBeInstanceOf(FeatureStoreError);
+      expect((err as FeatureStoreError).code).toBe(Code.ResourceExhausted);
+      expect((err as FeatureStoreError).message).toContain("MAX_FRAME_BYTES");
+      let ok = false;
+      for (let i = 0; i < 200 && !ok; i++) {
+        ok = await c.setFeatures("small", { v: 1 }).then(
+          () => true,
+          () => Bun.sleep(5).then(() => false),
+        );
+      }
+      expect(ok).toBe(true);
+    } finally {
+      await c.close();
+      await small.server.drain(1000);
+    }
+  });
+});

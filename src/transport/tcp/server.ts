@@ -109,13 +109,30 @@ export function startTcpServer(opts: TcpServerOptions): TcpServer {
     }
   }
 
-  /** Appends an error frame and marks the connection for closing after the flush. */
-  function refuse(conn: Connection, requestId: number, code: number, message: string, reason: number): void {
+  /**
+   * Appends an error frame answering the request whose header is at buf[at] (its id and method
+   * echoed, so the client fails that call with the code) and marks the connection for closing.
+   */
+  function refuse(
+    conn: Connection,
+    buf: Uint8Array,
+    at: number,
+    code: number,
+    message: string,
+    reason: number,
+  ): void {
     const headerAt = out.pos;
     out.ensure(HEADER_BYTES);
     out.pos += HEADER_BYTES;
     out.utf8(message);
-    writeHeader(out.bytes, headerAt, out.pos - headerAt - HEADER_BYTES, requestId, 0, code);
+    writeHeader(
+      out.bytes,
+      headerAt,
+      out.pos - headerAt - HEADER_BYTES,
+      readU32(buf, at + 4),
+      buf[at + 8]!,
+      code,
+    );
     metrics.reject(reason);
     conn.closing = true;
     logger.warn("closing connection", { remote: conn.remote, reason: message });
@@ -138,7 +155,8 @@ export function startTcpServer(opts: TcpServerOptions): TcpServer {
       if (length > maxFrameBytes) {
         refuse(
           conn,
-          readU32(buf, at + 4),
+          buf,
+          at,
           Code.ResourceExhausted,
           `frame body of ${length} bytes exceeds MAX_FRAME_BYTES (${maxFrameBytes})`,
           Reject.FrameTooLarge,
@@ -148,7 +166,8 @@ export function startTcpServer(opts: TcpServerOptions): TcpServer {
       if (buf[at + 9] !== 0 || buf[at + 10] !== 0 || buf[at + 11] !== 0) {
         refuse(
           conn,
-          readU32(buf, at + 4),
+          buf,
+          at,
           Code.InvalidArgument,
           "malformed frame header: status and flags must be 0 in a request",
           Reject.BadHeader,

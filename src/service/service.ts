@@ -222,27 +222,17 @@ export class FeatureService {
     const matched = this.matched;
     matched.fill(0, 0, n);
     const arena = this.store.arena(h);
-    const off = this.store.offset(h);
-    const w = this.walk.reset(arena, off, off + this.store.length(h));
+    const w = this.startWalk(h);
     while (!w.done()) {
-      const entryStart = w.pos;
-      w.tag();
-      w.bytesRange();
-      const entryEnd = w.fieldEnd;
-      // Canonical entry: 0x0a <len> name ... (see the file comment).
-      w.pos = w.fieldStart + 1;
-      w.bytesRange();
-      const nameStart = w.fieldStart;
-      const nameEnd = w.fieldEnd;
+      const entryStart = this.nextEntry(w);
       let wanted = false;
       for (let i = 0; i < n; i++) {
-        if (bytesEqual(arena, nameStart, nameEnd, body, names.starts[i]!, names.ends[i]!)) {
+        if (bytesEqual(arena, w.fieldStart, w.fieldEnd, body, names.starts[i]!, names.ends[i]!)) {
           matched[i] = 1;
           wanted = true;
         }
       }
-      if (wanted) out.raw(arena, entryStart, entryEnd);
-      w.pos = entryEnd;
+      if (wanted) out.raw(arena, entryStart, w.pos);
     }
     for (let i = 0; i < n; i++)
       if (matched[i] === 0) out.bytesField(4, body, names.starts[i]!, names.ends[i]!);
@@ -401,24 +391,38 @@ export class FeatureService {
   /** Appends to `rec` the entries of record `h` whose names are not in `drop`; returns how many were dropped. */
   private copyEntriesExcept(h: number, body: Uint8Array, drop: Ranges, rec: ProtoWriter): number {
     const arena = this.store.arena(h);
-    const off = this.store.offset(h);
-    const w = this.walk.reset(arena, off, off + this.store.length(h));
+    const w = this.startWalk(h);
     let dropped = 0;
     while (!w.done()) {
-      const entryStart = w.pos;
-      w.tag();
-      w.bytesRange();
-      const entryEnd = w.fieldEnd;
-      w.pos = w.fieldStart + 1;
-      w.bytesRange();
+      const entryStart = this.nextEntry(w);
       let keep = true;
       for (let i = 0; i < drop.count && keep; i++)
         keep = !bytesEqual(arena, w.fieldStart, w.fieldEnd, body, drop.starts[i]!, drop.ends[i]!);
-      if (keep) rec.raw(arena, entryStart, entryEnd);
+      if (keep) rec.raw(arena, entryStart, w.pos);
       else dropped++;
-      w.pos = entryEnd;
     }
     return dropped;
+  }
+
+  /** Points the walk reader at the stored record behind handle `h`. */
+  private startWalk(h: number): ProtoReader {
+    const off = this.store.offset(h);
+    return this.walk.reset(this.store.arena(h), off, off + this.store.length(h));
+  }
+
+  /**
+   * Steps over one canonical entry (`0x12 <len> 0x0a <len> name ...`, see the file comment):
+   * returns where it starts, leaves `w.pos` at its end and fieldStart/fieldEnd on its name.
+   */
+  private nextEntry(w: ProtoReader): number {
+    const entryStart = w.pos;
+    w.tag();
+    w.bytesRange();
+    const entryEnd = w.fieldEnd;
+    w.pos = w.fieldStart + 1;
+    w.bytesRange();
+    w.pos = entryEnd;
+    return entryStart;
   }
 
   private batchSet(body: Uint8Array, start: number, end: number, out: ProtoWriter): void {

@@ -74,7 +74,10 @@ export function startServer(config: Config, logger: Logger): RunningServer {
     shutdown() {
       if (stopping === null) {
         draining = true;
-        stopping = Promise.all([tcp.drain(config.shutdownTimeoutMs), http.stop()]).then(() => {});
+        stopping = Promise.all([
+          tcp.drain(config.shutdownTimeoutMs),
+          http.stop(config.shutdownTimeoutMs),
+        ]).then(() => {});
       }
       return stopping;
     },

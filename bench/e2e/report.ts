@@ -178,7 +178,8 @@ function table(head: string[], rows: string[][], align?: string[]): string {
   );
 }
 
-const MODE_ORDER: [SystemName, Mode][] = [
+/** Every system and client mode, in the order cells run and tables list them. */
+export const MODE_ORDER: [SystemName, Mode][] = [
   ["floor", "raw"],
   ["tcp", "raw"],
   ["tcp", "typed"],

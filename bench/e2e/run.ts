@@ -40,6 +40,7 @@ import {
   latencyOf,
   type MetricsRun,
   type MetricsSummary,
+  MODE_ORDER,
   markdown,
   type OpenCell,
   type Results,
@@ -406,20 +407,10 @@ async function main(): Promise<void> {
       return cell;
     };
 
-    const modes: [SystemName, Mode][] = [
-      ["floor", "raw"],
-      ["tcp", "raw"],
-      ["tcp", "typed"],
-      ["connect", "raw"],
-      ["connect", "typed"],
-      ["redis", "raw"],
-      ["redis", "typed"],
-    ];
-
     if (phase("closed") && o.ops.includes("get_all")) {
       log("closed loop, GetFeatures all features, uniform keys:");
       for (const [k, d] of o.shapes)
-        for (const [s, m] of modes) await runCell(s, m, "get_all", "uniform", k, d, o.durationMs);
+        for (const [s, m] of MODE_ORDER) await runCell(s, m, "get_all", "uniform", k, d, o.durationMs);
     }
 
     if (phase("ops")) {

@@ -59,6 +59,32 @@ export interface Driver {
   close(): Promise<void>;
 }
 
+/** A system's primitives, from which every operation of the workload is built. */
+interface OpParts {
+  getAll: OpFn;
+  getProj5: OpFn;
+  batch: (size: number) => OpFn;
+  set: OpFn;
+}
+
+/** Maps an operation onto a system's primitives: the workload (batch sizes, the 95/5 mix) is defined once. */
+function opFrom(op: OpName, p: OpParts): OpFn {
+  switch (op) {
+    case "get_all":
+      return p.getAll;
+    case "get_proj5":
+      return p.getProj5;
+    case "batch10":
+      return p.batch(10);
+    case "batch100":
+      return p.batch(100);
+    case "set5":
+      return p.set;
+    case "mix95_5":
+      return (seq, slot) => (seq % 20 === 0 ? p.set(seq, slot) : p.getAll(seq, slot));
+  }
+}
+
 export interface LoadResult {
   entities: number;
   seconds: number;
@@ -259,27 +285,16 @@ function tcpDriver(client: FeatureStoreClient): Driver {
               return client.call(Method.GetFeatures, w.view());
             }
           : (seq) => client.getFeatures(id(seq));
-      switch (op) {
-        case "get_all":
-          return getAll;
-        case "get_proj5":
-          if (mode === "raw")
-            return (seq) => {
+      const getProj5: OpFn =
+        mode === "raw"
+          ? (seq) => {
               w.reset();
               w.stringField(1, id(seq));
               for (const name of PROJECTED) w.stringField(2, name);
               return client.call(Method.GetFeatures, w.view());
-            };
-          return (seq) => client.getFeatures(id(seq), PROJECTED);
-        case "batch10":
-          return batch(10);
-        case "batch100":
-          return batch(100);
-        case "set5":
-          return set;
-        case "mix95_5":
-          return (seq) => (seq % 20 === 0 ? set(seq, 0) : getAll(seq, 0));
-      }
+            }
+          : (seq) => client.getFeatures(id(seq), PROJECTED);
+      return opFrom(op, { getAll, getProj5, batch, set });
     },
     close: () => client.close(),
   };
@@ -326,26 +341,14 @@ export function connectSystem(proc: Proc, httpPort: number): System {
               const p = post("BatchGet", w.finish());
               return mode === "typed" ? p.then(decodeBatchGetResponse) : p;
             };
-          switch (op) {
-            case "get_all":
-              return getAll;
-            case "get_proj5":
-              return (seq) => {
-                w.reset();
-                w.stringField(1, id(seq));
-                for (const name of PROJECTED) w.stringField(2, name);
-                const p = post("GetFeatures", w.finish());
-                return typedGet ? p.then((b) => typedGet(b)) : p;
-              };
-            case "batch10":
-              return batch(10);
-            case "batch100":
-              return batch(100);
-            case "set5":
-              return set;
-            case "mix95_5":
-              return (seq) => (seq % 20 === 0 ? set(seq, 0) : getAll(seq, 0));
-          }
+          const getProj5: OpFn = (seq) => {
+            w.reset();
+            w.stringField(1, id(seq));
+            for (const name of PROJECTED) w.stringField(2, name);
+            const p = post("GetFeatures", w.finish());
+            return typedGet ? p.then((b) => typedGet(b)) : p;
+          };
+          return opFrom(op, { getAll, getProj5, batch, set });
         },
         async close() {},
       };
@@ -460,25 +463,13 @@ export function redisSystem(proc: Proc, port: number): System {
               const all = Promise.all(ps);
               return typed ? all.then((hs) => hs.map(decodeRedisHash)) : all;
             };
-          switch (op) {
-            case "get_all":
-              return getAll;
-            case "get_proj5":
-              return typed
-                ? (seq, slot) =>
-                    clients[slot % nc]!.hmget(id(seq), PROJECTED as string[]).then((v) =>
-                      decodeRedisFields(PROJECTED, v),
-                    )
-                : (seq, slot) => clients[slot % nc]!.hmget(id(seq), PROJECTED as string[]);
-            case "batch10":
-              return batch(10);
-            case "batch100":
-              return batch(100);
-            case "set5":
-              return set;
-            case "mix95_5":
-              return (seq, slot) => (seq % 20 === 0 ? set(seq, slot) : getAll(seq, slot));
-          }
+          const getProj5: OpFn = typed
+            ? (seq, slot) =>
+                clients[slot % nc]!.hmget(id(seq), PROJECTED as string[]).then((v) =>
+                  decodeRedisFields(PROJECTED, v),
+                )
+            : (seq, slot) => clients[slot % nc]!.hmget(id(seq), PROJECTED as string[]);
+          return opFrom(op, { getAll, getProj5, batch, set });
         },
         async close() {
           for (const c of clients) c.close();

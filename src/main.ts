@@ -35,6 +35,9 @@ export function startServer(config: Config, logger: Logger): RunningServer {
     defaultTtlMs: config.defaultTtlMs,
     maxEntityIdBytes: config.maxEntityIdBytes,
     maxBatchItems: config.maxBatchItems,
+    maxFeatureNames: config.maxFeatureNames,
+    maxFeaturesPerEntity: config.maxFeaturesPerEntity,
+    maxResponseBytes: config.maxResponseBytes,
   });
   const metrics = new HotMetrics(config.metricsEnabled);
   const registry = createMetricsRegistry({ hot: metrics, cacheStats: () => store.cache.stats() });
@@ -49,6 +52,9 @@ export function startServer(config: Config, logger: Logger): RunningServer {
     maxFrameBytes: config.maxFrameBytes,
     maxPendingOutputBytes: config.maxPendingOutputBytes,
     maxConnections: config.maxConnections,
+    idleTimeoutMs: config.tcpIdleTimeoutMs,
+    frameTimeoutMs: config.tcpFrameTimeoutMs,
+    maxClientMemoryBytes: config.maxClientMemoryBytes,
     logRequests: config.logRequests,
   });
   const http = startHttpServer({

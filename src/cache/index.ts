@@ -42,7 +42,7 @@ export const MAX_ENTRIES = 2 ** 30;
 /** Upper bound for `shardCount`. */
 export const MAX_SHARDS = 65536;
 /** A shard's arena is addressed with int32 byte offsets, so it must stay below 2 GiB. */
-const MAX_ARENA_BYTES = 2 ** 31 - 1;
+export const MAX_ARENA_BYTES = 2 ** 31 - 1;
 /** Longest TTL accepted by `set`, ms (about 285,000 years; keeps `now + ttl` an exact float). */
 export const MAX_TTL_MS = 2 ** 52;
 

@@ -1,7 +1,11 @@
 /**
  * Server configuration from environment variables, validated eagerly: a bad value stops the
  * process at start with a message that names the variable, its bounds and its default.
+ * Combinations that lower layers would refuse (the cache's per-shard arena) are checked here
+ * too, so that every configuration mistake is reported in terms of variables, with exit code 2.
  */
+import { MAX_ARENA_BYTES } from "../cache/index.ts";
+import { shardGeometry } from "../cache/shard.ts";
 
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -41,6 +45,27 @@ export interface Config {
   maxBatchItems: number;
   /** Most open TCP connections; past it new ones are closed at once. MAX_CONNECTIONS, default 10,000. */
   maxConnections: number;
+  /**
+   * Most feature names in one request: the projection of a GetFeatures or BatchGet, the names of
+   * a DeleteFeatures, the features of one SetFeatures. MAX_FEATURE_NAMES, default 10,000.
+   */
+  maxFeatureNames: number;
+  /** Most features one entity may hold; a write past it is RESOURCE_EXHAUSTED. MAX_FEATURES_PER_ENTITY, default 10,000. */
+  maxFeaturesPerEntity: number;
+  /**
+   * Largest answer message, bytes, on every transport; checked while the answer is built, so a
+   * request that would pass it is RESOURCE_EXHAUSTED before more is built. MAX_RESPONSE_BYTES, default 4 MiB.
+   */
+  maxResponseBytes: number;
+  /** A TCP connection that sends nothing for this long is closed, ms; 0 = never. TCP_IDLE_TIMEOUT_MS, default 300,000. */
+  tcpIdleTimeoutMs: number;
+  /** A TCP frame must arrive whole within this long of its first byte, ms. TCP_FRAME_TIMEOUT_MS, default 10,000. */
+  tcpFrameTimeoutMs: number;
+  /**
+   * Server-wide bound on bytes held for TCP clients (unfinished input frames plus unsent answers);
+   * past it the connections holding the most are cut. MAX_CLIENT_MEMORY_BYTES, default 256 MiB.
+   */
+  maxClientMemoryBytes: number;
   /** Longest graceful shutdown before connections are cut, ms. SHUTDOWN_TIMEOUT_MS, default 10,000. */
   shutdownTimeoutMs: number;
   /** Record request counts and latencies. METRICS_ENABLED, default true. */
@@ -63,6 +88,12 @@ export const DEFAULTS: Config = {
   maxEntityIdBytes: 1024,
   maxBatchItems: 10_000,
   maxConnections: 10_000,
+  maxFeatureNames: 10_000,
+  maxFeaturesPerEntity: 10_000,
+  maxResponseBytes: 4 * 1024 * 1024,
+  tcpIdleTimeoutMs: 300_000,
+  tcpFrameTimeoutMs: 10_000,
+  maxClientMemoryBytes: 256 * 1024 * 1024,
   shutdownTimeoutMs: 10_000,
   metricsEnabled: true,
 };
@@ -117,6 +148,42 @@ export function loadConfig(env: Env = process.env): Config {
       `CACHE_SIZE=${cacheSize} is invalid: it must be at least SHARD_COUNT (${shardCount})`,
     );
   }
+  const cacheMaxEntryBytes = int(
+    env,
+    "CACHE_MAX_ENTRY_BYTES",
+    DEFAULTS.cacheMaxEntryBytes,
+    64,
+    16 * 1024 * 1024,
+  );
+  checkShardArena(cacheSize, cacheMaxBytes, cacheMaxEntryBytes, shardCount);
+  const maxFrameBytes = int(env, "MAX_FRAME_BYTES", DEFAULTS.maxFrameBytes, 1024, 1024 * 1024 * 1024);
+  const maxPendingOutputBytes = int(
+    env,
+    "MAX_PENDING_OUTPUT_BYTES",
+    DEFAULTS.maxPendingOutputBytes,
+    65536,
+    2 ** 32,
+  );
+  const maxResponseBytes = int(
+    env,
+    "MAX_RESPONSE_BYTES",
+    DEFAULTS.maxResponseBytes,
+    1024,
+    1024 * 1024 * 1024,
+  );
+  const maxClientMemoryBytes = int(
+    env,
+    "MAX_CLIENT_MEMORY_BYTES",
+    DEFAULTS.maxClientMemoryBytes,
+    1024 * 1024,
+    2 ** 40,
+  );
+  if (maxClientMemoryBytes < maxFrameBytes + maxPendingOutputBytes) {
+    throw new ConfigError(
+      `MAX_CLIENT_MEMORY_BYTES=${maxClientMemoryBytes} is invalid: it must be at least MAX_FRAME_BYTES + ` +
+        `MAX_PENDING_OUTPUT_BYTES (${maxFrameBytes + maxPendingOutputBytes}), or one legitimate client could be cut`,
+    );
+  }
   const host = env.HOST?.trim() || DEFAULTS.host;
   return {
     host,
@@ -124,23 +191,43 @@ export function loadConfig(env: Env = process.env): Config {
     httpPort: int(env, "HTTP_PORT", DEFAULTS.httpPort, 0, 65535),
     cacheSize,
     cacheMaxBytes,
-    cacheMaxEntryBytes: int(env, "CACHE_MAX_ENTRY_BYTES", DEFAULTS.cacheMaxEntryBytes, 64, 16 * 1024 * 1024),
+    cacheMaxEntryBytes,
     shardCount,
     defaultTtlMs: int(env, "DEFAULT_TTL_MS", DEFAULTS.defaultTtlMs, 0, 2 ** 42),
     logLevel,
     logRequests: bool(env, "LOG_REQUESTS", DEFAULTS.logRequests),
-    maxFrameBytes: int(env, "MAX_FRAME_BYTES", DEFAULTS.maxFrameBytes, 1024, 1024 * 1024 * 1024),
-    maxPendingOutputBytes: int(
-      env,
-      "MAX_PENDING_OUTPUT_BYTES",
-      DEFAULTS.maxPendingOutputBytes,
-      65536,
-      2 ** 32,
-    ),
+    maxFrameBytes,
+    maxPendingOutputBytes,
     maxEntityIdBytes: int(env, "MAX_ENTITY_ID_BYTES", DEFAULTS.maxEntityIdBytes, 1, 65535),
     maxBatchItems: int(env, "MAX_BATCH_ITEMS", DEFAULTS.maxBatchItems, 1, 1_000_000),
     maxConnections: int(env, "MAX_CONNECTIONS", DEFAULTS.maxConnections, 1, 1_000_000),
+    maxFeatureNames: int(env, "MAX_FEATURE_NAMES", DEFAULTS.maxFeatureNames, 1, 1_000_000),
+    maxFeaturesPerEntity: int(env, "MAX_FEATURES_PER_ENTITY", DEFAULTS.maxFeaturesPerEntity, 1, 1_000_000),
+    maxResponseBytes,
+    tcpIdleTimeoutMs: int(env, "TCP_IDLE_TIMEOUT_MS", DEFAULTS.tcpIdleTimeoutMs, 0, 86_400_000),
+    tcpFrameTimeoutMs: int(env, "TCP_FRAME_TIMEOUT_MS", DEFAULTS.tcpFrameTimeoutMs, 100, 3_600_000),
+    maxClientMemoryBytes,
     shutdownTimeoutMs: int(env, "SHUTDOWN_TIMEOUT_MS", DEFAULTS.shutdownTimeoutMs, 0, 600_000),
     metricsEnabled: bool(env, "METRICS_ENABLED", DEFAULTS.metricsEnabled),
   };
+}
+
+/**
+ * The cache splits CACHE_MAX_BYTES evenly over SHARD_COUNT shards, and one shard's arena is one
+ * ArrayBuffer of at most 2 GiB: a large cache needs enough shards. Reported here, naming the
+ * variables and the smallest SHARD_COUNT that fits, rather than as the cache's option error.
+ */
+function checkShardArena(entries: number, bytes: number, entryBytes: number, shards: number): void {
+  const arena = (n: number) =>
+    shardGeometry(Math.ceil(entries / n), Math.floor(bytes / n), entryBytes).arenaBytes;
+  if (arena(shards) <= MAX_ARENA_BYTES) return;
+  let need = shards * 2;
+  while (need <= 1024 && arena(need) > MAX_ARENA_BYTES) need *= 2;
+  throw new ConfigError(
+    `CACHE_MAX_BYTES=${bytes} with SHARD_COUNT=${shards} is invalid: one shard would need a ` +
+      `${arena(shards)}-byte arena, over the ${MAX_ARENA_BYTES}-byte limit per shard; ` +
+      (need <= 1024
+        ? `use SHARD_COUNT=${need} or more, or a smaller CACHE_MAX_BYTES`
+        : "use a smaller CACHE_MAX_BYTES"),
+  );
 }

@@ -30,12 +30,21 @@ export interface ServiceOptions {
   maxEntityIdBytes: number;
   /** Most entity ids in one BatchGet and items in one BatchSet. Default 10,000. */
   maxBatchItems: number;
+  /** Most feature names in one request (projection, delete, one SetFeatures' features). Default 10,000. */
+  maxFeatureNames: number;
+  /** Most features one entity holds; a write past it is RESOURCE_EXHAUSTED. Default 10,000. */
+  maxFeaturesPerEntity: number;
+  /** Largest answer message, bytes; checked while it is built. Default 4 MiB. */
+  maxResponseBytes: number;
 }
 
 export const DEFAULT_SERVICE_OPTIONS: ServiceOptions = {
   defaultTtlMs: 0,
   maxEntityIdBytes: 1024,
   maxBatchItems: 10_000,
+  maxFeatureNames: 10_000,
+  maxFeaturesPerEntity: 10_000,
+  maxResponseBytes: 4 * 1024 * 1024,
 };
 
 const TAG_ID = (1 << 3) | WireType.Bytes; // entity_id in every request and GetFeaturesResponse

@@ -30,6 +30,12 @@ export interface TcpServerOptions {
   maxPendingOutputBytes: number;
   /** Most open connections; more are closed on arrival. */
   maxConnections: number;
+  /** A connection that sends nothing for this long is closed, ms; 0 = never (TCP_IDLE_TIMEOUT_MS). */
+  idleTimeoutMs?: number;
+  /** A frame must arrive whole within this long of its first byte, ms (TCP_FRAME_TIMEOUT_MS). */
+  frameTimeoutMs?: number;
+  /** Bound on unfinished input plus unsent answers over all connections, bytes (MAX_CLIENT_MEMORY_BYTES). */
+  maxClientMemoryBytes?: number;
   /** Log every request at debug level. */
   logRequests?: boolean;
 }

@@ -275,9 +275,14 @@ export class ProtoReader {
     throw invalidArgument("varint longer than 10 bytes");
   }
 
-  /** Reads a tag; returns field number * 8 + wire type, as on the wire. */
+  /**
+   * Reads a tag; returns field number * 8 + wire type, as on the wire. Field number 0 and
+   * numbers above 2^29-1 are INVALID_ARGUMENT, as conformant decoders reject them.
+   */
   tag(): number {
-    return this.varint();
+    const t = this.varint();
+    if (t < 8 || t > 0xffffffff) throw invalidArgument(`invalid field number ${Math.floor(t / 8)}`);
+    return t;
   }
 
   /** Reads a length prefix and sets fieldStart/fieldEnd to the field's bytes. */
@@ -322,6 +327,25 @@ export class ProtoReader {
     if (this.end - this.pos < n) throw invalidArgument("truncated field");
     this.pos += n;
   }
+}
+
+/** Orders a[aStart,aEnd) and b[bStart,bEnd) bytewise (a prefix first): negative, 0 or positive. */
+export function compareBytes(
+  a: Uint8Array,
+  aStart: number,
+  aEnd: number,
+  b: Uint8Array,
+  bStart: number,
+  bEnd: number,
+): number {
+  const aLen = aEnd - aStart;
+  const bLen = bEnd - bStart;
+  const n = aLen < bLen ? aLen : bLen;
+  for (let i = 0; i < n; i++) {
+    const d = a[aStart + i]! - b[bStart + i]!;
+    if (d !== 0) return d;
+  }
+  return aLen - bLen;
 }
 
 /** True when buf[aStart,aEnd) equals buf2[bStart,bEnd). */

@@ -13,12 +13,24 @@
  * so a full GetFeatures answer is the entity id field, the stored bytes copied once, and
  * `found = true`: no decode, no objects, no re-encode. A projection walks the entries and
  * copies the wanted ones.
+ *
+ * A stored record is canonical: entries sorted by name bytes, one per name, each value one
+ * oneof field in its shortest encoding with no unknown fields (see `canonicalValue`). Sorting
+ * keeps every operation on names linear: a request's names are sorted once (n log n), then a
+ * projection, a merge or a partial delete is one merge-walk of two sorted lists, however many
+ * names either side has. Comparing every requested name with every stored one was quadratic:
+ * 64,000 names in one SetFeatures held the event loop for 8.5 s.
+ *
+ * Work per request is bounded by the request's size, MAX_FEATURE_NAMES, MAX_BATCH_ITEMS and
+ * MAX_RESPONSE_BYTES (checked after each entity of an answer, so a request that would pass it
+ * stops there); the stored bytes a projection may walk are bounded by SCAN_FACTOR times the
+ * latter.
  */
 
 import { ValueField } from "../codec/features.ts";
 import { Method } from "../codec/frame.ts";
 import { Code, FeatureStoreError, invalidArgument } from "../codec/status.ts";
-import { bytesEqual, decodeUtf8, ProtoReader, ProtoWriter, varintSize, WireType } from "../codec/wire.ts";
+import { compareBytes, decodeUtf8, ProtoReader, ProtoWriter, varintSize, WireType } from "../codec/wire.ts";
 import type { RecordStore } from "../store/types.ts";
 import { isValidUtf8 } from "./utf8.ts";
 
@@ -53,24 +65,67 @@ const TAG_FOUND = (3 << 3) | WireType.Varint;
 const TAG_TTL = (3 << 3) | WireType.Varint;
 const TAG_REPLACE = (4 << 3) | WireType.Varint;
 const TAG_ITEM = (1 << 3) | WireType.Bytes;
+/** Largest ttl_ms: the cache's expiry clock is exact to 2^52 ms (about 142,000 years). */
+export const MAX_TTL_MS = 2 ** 52;
+/**
+ * A projection may walk at most this many times MAX_RESPONSE_BYTES of stored records per
+ * request (a BatchGet of 10,000 ids of 64 KiB records asking for one name would walk 655 MB).
+ */
+export const SCAN_FACTOR = 8;
+/** Up to this many names are sorted by insertion, allocation-free; more go through Array.sort. */
+const INSERTION_SORT_MAX = 16;
 
 /** Growable list of [start, end) ranges into one buffer, reused across requests. */
 class Ranges {
-  starts = new Int32Array(64);
+  starts: Int32Array<ArrayBuffer> = new Int32Array(64);
   ends = new Int32Array(64);
+  /** A third number per range (the field number of a value occurrence). */
+  extra = new Int32Array(64);
+  /** Indexes 0..count-1 in the byte order of their ranges, after `sort`. */
+  order = new Int32Array(64);
   count = 0;
-  push(start: number, end: number): void {
+  push(start: number, end: number, extra = 0): void {
     if (this.count === this.starts.length) {
-      const s = new Int32Array(this.count * 2);
-      s.set(this.starts);
-      this.starts = s;
-      const e = new Int32Array(this.count * 2);
-      e.set(this.ends);
-      this.ends = e;
+      const n = this.count * 2;
+      this.starts = grown(this.starts, n);
+      this.ends = grown(this.ends, n);
+      this.extra = grown(this.extra, n);
+      this.order = new Int32Array(n);
     }
     this.starts[this.count] = start;
-    this.ends[this.count++] = end;
+    this.ends[this.count] = end;
+    this.extra[this.count++] = extra;
   }
+
+  /** Sorts `order` by the bytes of each range in `buf`; equal ranges keep their request order. */
+  sort(buf: Uint8Array): void {
+    const { starts, ends, order, count: n } = this;
+    for (let i = 0; i < n; i++) order[i] = i;
+    if (n <= INSERTION_SORT_MAX) {
+      for (let i = 1; i < n; i++) {
+        const x = order[i]!;
+        let j = i - 1;
+        while (
+          j >= 0 &&
+          compareBytes(buf, starts[order[j]!]!, ends[order[j]!]!, buf, starts[x]!, ends[x]!) > 0
+        ) {
+          order[j + 1] = order[j]!;
+          j--;
+        }
+        order[j + 1] = x;
+      }
+      return;
+    }
+    order
+      .subarray(0, n)
+      .sort((a, b) => compareBytes(buf, starts[a]!, ends[a]!, buf, starts[b]!, ends[b]!) || a - b);
+  }
+}
+
+function grown(a: Int32Array, n: number): Int32Array<ArrayBuffer> {
+  const g = new Int32Array(n);
+  g.set(a);
+  return g;
 }
 
 export class FeatureService {
@@ -78,18 +133,27 @@ export class FeatureService {
   private readonly req = new ProtoReader();
   private readonly entry = new ProtoReader();
   private readonly walk = new ProtoReader();
-  /** Requested feature names (GetFeatures, BatchGet, DeleteFeatures). */
+  private readonly walk2 = new ProtoReader();
+  /** Requested feature names (GetFeatures, BatchGet, DeleteFeatures), sorted once per request. */
   private readonly names = new Ranges();
   private matched = new Uint8Array(64);
-  /** Entity ids of a BatchGet. */
+  /** Entity ids of a BatchGet, items of a BatchSet. */
   private readonly ids = new Ranges();
-  /** Features of the SetFeatures being applied: names and canonical value fields. */
+  /** Features of the SetFeatures being applied: names (in the body) and canonical values (in `values`). */
   private readonly setNames = new Ranges();
   private readonly setValues = new Ranges();
+  /** Canonical value fields of the SetFeatures being applied. */
+  private readonly values = new ProtoWriter(4096);
+  /** Oneof occurrences of the FeatureValue being canonicalised (field number in `extra`). */
+  private readonly occurrences = new Ranges();
+  /** The `value` fields of the map entry being parsed (a repeated message field merges). */
+  private readonly valueParts = new Ranges();
   private idStart = 0;
   private idEnd = 0;
   private ttlMs = 0;
   private replace = false;
+  /** Stored bytes walked by projections in the current request (bounded by SCAN_FACTOR). */
+  private scanned = 0;
   /** The record being built by a write. */
   private readonly record = new ProtoWriter(4096);
 
@@ -134,12 +198,15 @@ export class FeatureService {
 
   private getFeatures(body: Uint8Array, start: number, end: number, out: ProtoWriter): void {
     this.parseIdAndNames(body, start, end);
+    this.scanned = 0;
+    const at = out.pos;
     this.writeResult(body, this.idStart, this.idEnd, out);
+    this.checkAnswerSize(out.pos - at, 1, 1);
   }
 
   /**
    * Parses a GetFeaturesRequest or DeleteFeaturesRequest (the same shape: entity_id = 1,
-   * feature_names = 2) into idStart/idEnd and `names`, and validates the id.
+   * feature_names = 2) into idStart/idEnd and `names` (sorted), and validates the id.
    */
   private parseIdAndNames(body: Uint8Array, start: number, end: number): void {
     const r = this.req.reset(body, start, end);
@@ -160,6 +227,7 @@ export class FeatureService {
     this.checkId(body, idStart, idEnd);
     this.idStart = idStart;
     this.idEnd = idEnd;
+    this.names.sort(body);
   }
 
   private batchGet(body: Uint8Array, start: number, end: number, out: ProtoWriter): void {
@@ -172,7 +240,9 @@ export class FeatureService {
       if (tag === TAG_ID) {
         r.bytesRange();
         if (ids.count === this.options.maxBatchItems)
-          throw invalidArgument(`BatchGet takes at most ${this.options.maxBatchItems} entity ids`);
+          throw invalidArgument(
+            `BatchGet takes at most ${this.options.maxBatchItems} entity ids (MAX_BATCH_ITEMS)`,
+          );
         ids.push(r.fieldStart, r.fieldEnd);
       } else if (tag === TAG_NAMES) {
         r.bytesRange();
@@ -180,11 +250,15 @@ export class FeatureService {
       } else r.skip(tag & 7);
     }
     for (let i = 0; i < ids.count; i++) this.checkId(body, ids.starts[i]!, ids.ends[i]!);
+    this.names.sort(body);
+    this.scanned = 0;
+    const answerStart = out.pos;
     let hits = 0;
     for (let i = 0; i < ids.count; i++) {
       const at = out.beginLength(1);
       if (this.writeResult(body, ids.starts[i]!, ids.ends[i]!, out)) hits++;
       out.endLength(at);
+      this.checkAnswerSize(out.pos - answerStart, i + 1, ids.count);
     }
     if (hits > 0) {
       out.tag(2, WireType.Varint);
@@ -196,7 +270,28 @@ export class FeatureService {
     }
   }
 
+  /** RESOURCE_EXHAUSTED once an answer passes MAX_RESPONSE_BYTES, after `done` of `total` entities. */
+  private checkAnswerSize(bytes: number, done: number, total: number): void {
+    const limit = this.options.maxResponseBytes;
+    if (bytes > limit)
+      throw new FeatureStoreError(
+        Code.ResourceExhausted,
+        `the answer passes MAX_RESPONSE_BYTES (${limit} bytes) at entity ${done} of ${total}: ` +
+          "ask for fewer entities or features per request",
+      );
+    if (this.scanned > limit * SCAN_FACTOR)
+      throw new FeatureStoreError(
+        Code.ResourceExhausted,
+        `the projection walks more than ${limit * SCAN_FACTOR} bytes of stored records ` +
+          `(${SCAN_FACTOR} x MAX_RESPONSE_BYTES) by entity ${done} of ${total}: ask for fewer entities per request`,
+      );
+  }
+
   private pushName(body: Uint8Array, start: number, end: number): void {
+    if (this.names.count === this.options.maxFeatureNames)
+      throw invalidArgument(
+        `a request names at most ${this.options.maxFeatureNames} features (MAX_FEATURE_NAMES)`,
+      );
     if (!isValidUtf8(body, start, end)) throw invalidArgument("feature name is not valid UTF-8");
     this.names.push(start, end);
   }
@@ -223,37 +318,51 @@ export class FeatureService {
     return true;
   }
 
-  /** Copies the entries of record `h` whose names were requested; lists the others as missing. */
+  /**
+   * Copies the entries of record `h` whose names were requested; lists the others as missing,
+   * in request order. One merge-walk of the sorted record and the sorted names; it stops once
+   * every requested name is passed.
+   */
   private project(h: number, body: Uint8Array, out: ProtoWriter): void {
-    const names = this.names;
-    const n = names.count;
+    const { starts, ends, order, count: n } = this.names;
     if (this.matched.length < n) this.matched = new Uint8Array(n * 2);
     const matched = this.matched;
     matched.fill(0, 0, n);
     const arena = this.store.arena(h);
     const w = this.startWalk(h);
-    while (!w.done()) {
+    const walkStart = w.pos;
+    let i = 0;
+    while (i < n && !w.done()) {
       const entryStart = this.nextEntry(w);
-      let wanted = false;
-      for (let i = 0; i < n; i++) {
-        if (bytesEqual(arena, w.fieldStart, w.fieldEnd, body, names.starts[i]!, names.ends[i]!)) {
-          matched[i] = 1;
-          wanted = true;
-        }
-      }
-      if (wanted) out.raw(arena, entryStart, w.pos);
+      let c = -1;
+      while (
+        i < n &&
+        (c = compareBytes(body, starts[order[i]!]!, ends[order[i]!]!, arena, w.fieldStart, w.fieldEnd)) < 0
+      )
+        i++;
+      if (c !== 0) continue;
+      out.raw(arena, entryStart, w.pos);
+      do matched[order[i++]!] = 1;
+      while (
+        i < n &&
+        compareBytes(body, starts[order[i]!]!, ends[order[i]!]!, arena, w.fieldStart, w.fieldEnd) === 0
+      );
     }
-    for (let i = 0; i < n; i++)
-      if (matched[i] === 0) out.bytesField(4, body, names.starts[i]!, names.ends[i]!);
+    this.scanned += w.pos - walkStart;
+    for (let k = 0; k < n; k++) if (matched[k] === 0) out.bytesField(4, body, starts[k]!, ends[k]!);
   }
 
   // ---- writes -----------------------------------------------------------------------------
 
-  /** Parses and validates one SetFeaturesRequest into the scratch state; writes nothing. */
+  /**
+   * Parses and validates one SetFeaturesRequest into the scratch state (names sorted, values
+   * canonical in `values`); writes nothing to the store.
+   */
   private parseSet(body: Uint8Array, start: number, end: number): void {
     const r = this.req.reset(body, start, end);
     this.setNames.count = 0;
     this.setValues.count = 0;
+    this.values.reset();
     this.ttlMs = 0;
     this.replace = false;
     let idStart = -1;
@@ -268,15 +377,15 @@ export class FeatureService {
           break;
         case TAG_NAMES:
           r.bytesRange();
+          if (this.setNames.count === this.options.maxFeatureNames)
+            throw invalidArgument(
+              `a SetFeatures carries at most ${this.options.maxFeatureNames} features (MAX_FEATURE_NAMES)`,
+            );
           this.parseEntry(body, r.fieldStart, r.fieldEnd);
           break;
-        case TAG_TTL: {
-          const ttl = r.varint();
-          // A negative int64 arrives as a 10-byte varint >= 2^63.
-          if (ttl > Number.MAX_SAFE_INTEGER) throw invalidArgument("ttl_ms must be >= 0");
-          this.ttlMs = ttl;
+        case TAG_TTL:
+          this.ttlMs = readTtl(r);
           break;
-        }
         case TAG_REPLACE:
           this.replace = r.varint() !== 0;
           break;
@@ -287,15 +396,16 @@ export class FeatureService {
     this.checkId(body, idStart, idEnd);
     this.idStart = idStart;
     this.idEnd = idEnd;
+    this.setNames.sort(body);
   }
 
-  /** Parses one map entry; records the name range and the range of its canonical value field. */
+  /** Parses one map entry; records the name range and writes its canonical value to `values`. */
   private parseEntry(body: Uint8Array, start: number, end: number): void {
     const r = this.entry.reset(body, start, end);
+    const parts = this.valueParts;
+    parts.count = 0;
     let nameStart = start;
     let nameEnd = start;
-    let valueStart = -1;
-    let valueEnd = -1;
     while (!r.done()) {
       const tag = r.tag();
       if (tag === ((1 << 3) | WireType.Bytes)) {
@@ -303,64 +413,147 @@ export class FeatureService {
         nameStart = r.fieldStart;
         nameEnd = r.fieldEnd;
       } else if (tag === ((2 << 3) | WireType.Bytes)) {
+        // A message field given twice is merged, as if its encodings were concatenated.
         r.bytesRange();
-        valueStart = r.fieldStart;
-        valueEnd = r.fieldEnd;
+        parts.push(r.fieldStart, r.fieldEnd);
       } else r.skip(tag & 7);
     }
     if (!isValidUtf8(body, nameStart, nameEnd)) throw invalidArgument("feature name is not valid UTF-8");
     if (nameEnd === nameStart) throw invalidArgument("feature name must not be empty");
-    if (valueStart < 0) throw this.badValue(body, nameStart, nameEnd, "has no value");
-    this.canonicalValue(body, nameStart, nameEnd, valueStart, valueEnd);
+    if (parts.count === 0) throw this.badValue(body, nameStart, nameEnd, "has no value");
+    const valueStart = this.values.pos;
+    this.canonicalValue(body, nameStart, nameEnd);
+    this.setValues.push(valueStart, this.values.pos);
     this.setNames.push(nameStart, nameEnd);
   }
 
   /**
-   * Validates a FeatureValue in body[start,end) and records the range of the oneof field it
-   * holds (tag through payload). With several oneof fields, the last wins, as protobuf says;
-   * unknown fields are dropped.
+   * Validates the FeatureValue whose encoding is the concatenation of `valueParts` and appends
+   * its canonical form to `values`: the oneof member a conformant decoder ends with, alone, in
+   * its shortest encoding. As protobuf reads it: of several members the last wins, a list given
+   * several times in a row is merged (its items concatenated), unknown fields are dropped
+   * (after their tags are checked).
    */
-  private canonicalValue(
-    body: Uint8Array,
-    nameStart: number,
-    nameEnd: number,
-    start: number,
-    end: number,
-  ): void {
-    const r = this.walk.reset(body, start, end);
-    let kindStart = -1;
-    let kindEnd = -1;
+  private canonicalValue(body: Uint8Array, nameStart: number, nameEnd: number): void {
+    const parts = this.valueParts;
+    const occ = this.occurrences;
+    occ.count = 0;
+    const r = this.walk;
+    for (let p = 0; p < parts.count; p++) {
+      r.reset(body, parts.starts[p]!, parts.ends[p]!);
+      while (!r.done()) {
+        const tag = r.tag();
+        const field = tag >>> 3;
+        const wt = tag & 7;
+        const expected = VALUE_WIRE_TYPES[field];
+        if (expected === undefined) {
+          r.skip(wt);
+          continue;
+        }
+        if (wt !== expected)
+          throw this.badValue(
+            body,
+            nameStart,
+            nameEnd,
+            `field ${VALUE_FIELD_NAMES[field]} has the wrong wire type ${wt}`,
+          );
+        const payload = r.pos;
+        r.skip(wt);
+        occ.push(wt === WireType.Bytes ? r.fieldStart : payload, r.pos, field);
+      }
+    }
+    if (occ.count === 0) throw this.badValue(body, nameStart, nameEnd, "has no value set");
+    const last = occ.count - 1;
+    const kind = occ.extra[last]!;
+    const v = this.values;
+    try {
+      switch (kind) {
+        case ValueField.Int:
+          v.byte((ValueField.Int << 3) | WireType.Varint);
+          copyVarint(body, occ.starts[last]!, v);
+          return;
+        case ValueField.Bool:
+          v.byte((ValueField.Bool << 3) | WireType.Varint);
+          v.byte(isZeroVarint(body, occ.starts[last]!, occ.ends[last]!) ? 0 : 1);
+          return;
+        case ValueField.Double:
+          v.byte((ValueField.Double << 3) | WireType.Fixed64);
+          v.raw(body, occ.starts[last]!, occ.ends[last]!);
+          return;
+        case ValueField.String:
+          if (!isValidUtf8(body, occ.starts[last]!, occ.ends[last]!))
+            throw invalidArgument("string_value is not valid UTF-8");
+          v.bytesField(ValueField.String, body, occ.starts[last]!, occ.ends[last]!);
+          return;
+        case ValueField.Bytes:
+          v.bytesField(ValueField.Bytes, body, occ.starts[last]!, occ.ends[last]!);
+          return;
+      }
+      // A list: the run of occurrences of this member since another member was last set.
+      let first = last;
+      while (first > 0 && occ.extra[first - 1] === kind) first--;
+      const at = v.beginLength(kind);
+      const inner = kind === ValueField.StringList ? -1 : v.beginLength(1);
+      for (let i = first; i <= last; i++) this.canonicalList(kind, body, occ.starts[i]!, occ.ends[i]!);
+      if (inner >= 0) {
+        if (v.pos === inner + 1)
+          v.pos = inner - 1; // an empty packed field is omitted
+        else v.endLength(inner);
+      }
+      v.endLength(at);
+    } catch (err) {
+      const e = FeatureStoreError.from(err);
+      throw this.badValue(
+        body,
+        nameStart,
+        nameEnd,
+        `field ${VALUE_FIELD_NAMES[kind]} is malformed: ${e.message}`,
+      );
+    }
+  }
+
+  /**
+   * Appends the items of a FloatList, Int64List or StringList message in body[start,end) to
+   * `values`: floats and ints as the payload of one packed field (opened by the caller),
+   * strings as repeated fields. Items may arrive packed or not; other fields are dropped.
+   */
+  private canonicalList(kind: number, body: Uint8Array, start: number, end: number): void {
+    const r = this.walk2.reset(body, start, end);
+    const v = this.values;
     while (!r.done()) {
-      const fieldStart = r.pos;
       const tag = r.tag();
-      const field = tag >>> 3;
       const wt = tag & 7;
-      const expected = VALUE_WIRE_TYPES[field];
-      if (expected === undefined) {
+      if (tag >>> 3 !== 1) {
         r.skip(wt);
         continue;
       }
-      if (wt !== expected)
-        throw this.badValue(
-          body,
-          nameStart,
-          nameEnd,
-          `field ${VALUE_FIELD_NAMES[field]} has the wrong wire type ${wt}`,
-        );
-      r.skip(wt);
-      if (wt === WireType.Bytes) {
-        const ok =
-          field === ValueField.String
-            ? isValidUtf8(body, r.fieldStart, r.fieldEnd)
-            : field === ValueField.Bytes || validList(field, body, r.fieldStart, r.fieldEnd);
-        if (!ok)
-          throw this.badValue(body, nameStart, nameEnd, `field ${VALUE_FIELD_NAMES[field]} is malformed`);
+      if (kind === ValueField.FloatList) {
+        if (wt === WireType.Bytes) {
+          r.bytesRange();
+          if ((r.fieldEnd - r.fieldStart) % 4 !== 0)
+            throw invalidArgument("packed floats are not a multiple of 4 bytes");
+          v.raw(body, r.fieldStart, r.fieldEnd);
+        } else if (wt === WireType.Fixed32) {
+          const at = r.pos;
+          r.skip(wt);
+          v.raw(body, at, r.pos);
+        } else throw invalidArgument(`wire type ${wt} for a float`);
+      } else if (kind === ValueField.IntList) {
+        if (wt === WireType.Bytes) {
+          r.bytesRange();
+          let p = r.fieldStart;
+          while (p < r.fieldEnd) p = copyVarint(body, p, v, r.fieldEnd);
+        } else if (wt === WireType.Varint) {
+          r.pos = copyVarint(body, r.pos, v, r.end);
+        } else throw invalidArgument(`wire type ${wt} for an int64`);
+      } else {
+        if (wt !== WireType.Bytes) throw invalidArgument(`wire type ${wt} for a string`);
+        r.bytesRange();
+        if (!isValidUtf8(body, r.fieldStart, r.fieldEnd))
+          throw invalidArgument("a string is not valid UTF-8");
+        v.bytesField(1, body, r.fieldStart, r.fieldEnd);
       }
-      kindStart = fieldStart;
-      kindEnd = r.pos;
     }
-    if (kindStart < 0) throw this.badValue(body, nameStart, nameEnd, "has no value set");
-    this.setValues.push(kindStart, kindEnd);
   }
 
   private badValue(body: Uint8Array, nameStart: number, nameEnd: number, what: string): FeatureStoreError {
@@ -373,42 +566,83 @@ export class FeatureService {
     return invalidArgument(`feature "${name}" ${what}`);
   }
 
-  /** Writes the record parsed by `parseSet`, merging into the existing one unless `replace`. */
+  /**
+   * Writes the record parsed by `parseSet`: a merge-walk of the stored record (unless
+   * `replace`) and the request's sorted features, the request's last entry for a name winning.
+   */
   private applySet(body: Uint8Array): void {
     const store = this.store;
     const rec = this.record;
-    const names = this.setNames;
-    const values = this.setValues;
+    const { starts, ends, order, count: n } = this.setNames;
+    const vals = this.values.bytes;
+    const vStarts = this.setValues.starts;
+    const vEnds = this.setValues.ends;
     rec.reset();
+    let w: ProtoReader | null = null;
+    let arena = body;
     if (!this.replace) {
       const h = store.find(body, this.idStart, this.idEnd);
-      if (h >= 0) this.copyEntriesExcept(h, body, names, rec);
+      if (h >= 0) {
+        w = this.startWalk(h);
+        arena = store.arena(h);
+      }
     }
-    for (let i = 0; i < names.count; i++) {
-      const ns = names.starts[i]!;
-      const ne = names.ends[i]!;
-      let later = false;
-      for (let j = i + 1; j < names.count && !later; j++)
-        later = bytesEqual(body, ns, ne, body, names.starts[j]!, names.ends[j]!);
-      if (later) continue; // a map's last entry for a key wins
-      writeEntry(rec, body, ns, ne, values.starts[i]!, values.ends[i]!);
+    let features = 0;
+    let entryStart = w !== null && !w.done() ? this.nextEntry(w) : -1;
+    for (let i = 0; i < n; i++) {
+      const k = order[i]!;
+      // Of equal names (adjacent once sorted, in request order), the last wins.
+      if (
+        i + 1 < n &&
+        compareBytes(body, starts[k]!, ends[k]!, body, starts[order[i + 1]!]!, ends[order[i + 1]!]!) === 0
+      )
+        continue;
+      while (entryStart >= 0) {
+        const c = compareBytes(arena, w!.fieldStart, w!.fieldEnd, body, starts[k]!, ends[k]!);
+        if (c > 0) break;
+        if (c < 0) {
+          rec.raw(arena, entryStart, w!.pos);
+          features++;
+        }
+        entryStart = w!.done() ? -1 : this.nextEntry(w!);
+      }
+      writeEntry(rec, body, starts[k]!, ends[k]!, vals, vStarts[k]!, vEnds[k]!);
+      features++;
     }
+    while (entryStart >= 0) {
+      rec.raw(arena, entryStart, w!.pos);
+      features++;
+      entryStart = w!.done() ? -1 : this.nextEntry(w!);
+    }
+    if (features > this.options.maxFeaturesPerEntity)
+      throw new FeatureStoreError(
+        Code.ResourceExhausted,
+        `the entity would hold ${features} features; the limit is ${this.options.maxFeaturesPerEntity} (MAX_FEATURES_PER_ENTITY)`,
+      );
     const ttl = this.ttlMs > 0 ? this.ttlMs : this.options.defaultTtlMs;
     store.write(body, this.idStart, this.idEnd, rec.view(), ttl);
   }
 
-  /** Appends to `rec` the entries of record `h` whose names are not in `drop`; returns how many were dropped. */
-  private copyEntriesExcept(h: number, body: Uint8Array, drop: Ranges, rec: ProtoWriter): number {
+  /**
+   * Appends to `rec` the entries of record `h` whose names are not in `names` (sorted); returns
+   * how many were dropped. One merge-walk.
+   */
+  private copyEntriesExcept(h: number, body: Uint8Array, rec: ProtoWriter): number {
+    const { starts, ends, order, count: n } = this.names;
     const arena = this.store.arena(h);
     const w = this.startWalk(h);
     let dropped = 0;
+    let i = 0;
     while (!w.done()) {
       const entryStart = this.nextEntry(w);
-      let keep = true;
-      for (let i = 0; i < drop.count && keep; i++)
-        keep = !bytesEqual(arena, w.fieldStart, w.fieldEnd, body, drop.starts[i]!, drop.ends[i]!);
-      if (keep) rec.raw(arena, entryStart, w.pos);
-      else dropped++;
+      let c = -1;
+      while (
+        i < n &&
+        (c = compareBytes(body, starts[order[i]!]!, ends[order[i]!]!, arena, w.fieldStart, w.fieldEnd)) < 0
+      )
+        i++;
+      if (c === 0) dropped++;
+      else rec.raw(arena, entryStart, w.pos);
     }
     return dropped;
   }
@@ -444,25 +678,31 @@ export class FeatureService {
       if (tag === TAG_ITEM) {
         r.bytesRange();
         if (items.count === this.options.maxBatchItems)
-          throw invalidArgument(`BatchSet takes at most ${this.options.maxBatchItems} items`);
+          throw invalidArgument(
+            `BatchSet takes at most ${this.options.maxBatchItems} items (MAX_BATCH_ITEMS)`,
+          );
         items.push(r.fieldStart, r.fieldEnd);
       } else r.skip(tag & 7);
     }
-    for (let i = 0; i < items.count; i++) {
-      try {
-        this.parseSet(body, items.starts[i]!, items.ends[i]!);
-      } catch (err) {
-        const e = FeatureStoreError.from(err);
-        throw new FeatureStoreError(e.code, `items[${i}]: ${e.message}`, { cause: err });
-      }
-    }
+    for (let i = 0; i < items.count; i++)
+      this.atItem(i, () => this.parseSet(body, items.starts[i]!, items.ends[i]!));
     for (let i = 0; i < items.count; i++) {
       this.parseSet(body, items.starts[i]!, items.ends[i]!);
-      this.applySet(body);
+      this.atItem(i, () => this.applySet(body));
     }
     if (items.count > 0) {
       out.tag(1, WireType.Varint);
       out.varint(items.count);
+    }
+  }
+
+  /** Runs `f`, prefixing the message of what it throws with the batch item it is about. */
+  private atItem(i: number, f: () => void): void {
+    try {
+      f();
+    } catch (err) {
+      const e = FeatureStoreError.from(err);
+      throw new FeatureStoreError(e.code, `items[${i}]: ${e.message}`, { cause: err });
     }
   }
 
@@ -481,7 +721,7 @@ export class FeatureService {
         const expiresAt = store.expiresAt(h);
         const rec = this.record;
         rec.reset();
-        if (this.copyEntriesExcept(h, body, this.names, rec) > 0) {
+        if (this.copyEntriesExcept(h, body, rec) > 0) {
           // The record keeps the expiry it had: deleting names is not a fresh write.
           const ttl = expiresAt === 0 ? 0 : Math.max(1, expiresAt - store.now());
           store.write(body, idStart, idEnd, rec.view(), ttl);
@@ -499,10 +739,18 @@ export class FeatureService {
     if (start < 0 || end === start) throw invalidArgument("entity_id must not be empty");
     if (end - start > this.options.maxEntityIdBytes)
       throw invalidArgument(
-        `entity_id is ${end - start} bytes; the limit is ${this.options.maxEntityIdBytes}`,
+        `entity_id is ${end - start} bytes; the limit is ${this.options.maxEntityIdBytes} (MAX_ENTITY_ID_BYTES)`,
       );
     if (!isValidUtf8(body, start, end)) throw invalidArgument("entity_id is not valid UTF-8");
   }
+}
+
+/** Reads ttl_ms (int64): negative, or beyond what the expiry clock holds, is INVALID_ARGUMENT. */
+function readTtl(r: ProtoReader): number {
+  const ttl = r.int64();
+  if (ttl < 0) throw invalidArgument(`ttl_ms must be >= 0; got ${ttl}`);
+  if (ttl > MAX_TTL_MS) throw invalidArgument(`ttl_ms must be at most ${MAX_TTL_MS} (2^52 ms); got ${ttl}`);
+  return Number(ttl);
 }
 
 /** Expected wire type of each FeatureValue field, by field number. */
@@ -528,52 +776,45 @@ const VALUE_FIELD_NAMES = [
   "string_list",
 ];
 
-const listReader = new ProtoReader();
-
-/** Checks the structure of a FloatList, Int64List or StringList message. */
-function validList(field: number, b: Uint8Array, start: number, end: number): boolean {
-  const r = listReader.reset(b, start, end);
-  try {
-    while (!r.done()) {
-      const tag = r.tag();
-      const wt = tag & 7;
-      if (tag >>> 3 !== 1) {
-        r.skip(wt);
-        continue;
-      }
-      if (field === ValueField.FloatList) {
-        if (wt === WireType.Bytes) {
-          r.bytesRange();
-          if ((r.fieldEnd - r.fieldStart) % 4 !== 0) return false;
-        } else if (wt === WireType.Fixed32) r.skip(wt);
-        else return false;
-      } else if (field === ValueField.IntList) {
-        if (wt === WireType.Bytes) {
-          r.bytesRange();
-          const after = r.pos;
-          r.reset(b, r.fieldStart, r.fieldEnd);
-          while (!r.done()) r.varint();
-          r.reset(b, after, end);
-        } else if (wt === WireType.Varint) r.varint();
-        else return false;
-      } else {
-        if (wt !== WireType.Bytes) return false;
-        r.bytesRange();
-        if (!isValidUtf8(b, r.fieldStart, r.fieldEnd)) return false;
-      }
-    }
-    return true;
-  } catch {
-    return false;
+/**
+ * Appends the varint at b[at] to `w` in its shortest form and returns where it ended. A
+ * 64-bit varint takes at most 10 bytes, the tenth holding bit 63 only: higher bits are dropped
+ * (as decoders do), and zero groups a writer padded with are removed, so equal values are
+ * stored as equal bytes. Longer or truncated varints are INVALID_ARGUMENT.
+ */
+function copyVarint(b: Uint8Array, at: number, w: ProtoWriter, end = b.length): number {
+  let n = 0;
+  while (true) {
+    if (at + n >= end) throw invalidArgument("truncated varint");
+    if (n === 10) throw invalidArgument("varint longer than 10 bytes");
+    if (b[at + n++]! < 0x80) break;
   }
+  const stop = at + n;
+  // Significant groups: the last one with a non-zero payload (the tenth keeps bit 63 only).
+  let len = n;
+  while (len > 1 && (len === 10 ? b[at + 9]! & 1 : b[at + len - 1]! & 0x7f) === 0) len--;
+  w.ensure(len);
+  const o = w.bytes;
+  let p = w.pos;
+  for (let i = 0; i < len - 1; i++) o[p++] = b[at + i]! | 0x80;
+  o[p++] = len === 10 ? b[at + 9]! & 1 : b[at + len - 1]! & 0x7f;
+  w.pos = p;
+  return stop;
 }
 
-/** Appends one canonical map entry: name from body[ns,ne), value field from body[vs,ve). */
+/** True when the varint in b[start,end) (already bounds-checked) is 0. */
+function isZeroVarint(b: Uint8Array, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if ((b[i]! & 0x7f) !== 0) return false;
+  return true;
+}
+
+/** Appends one canonical map entry: the name from body[ns,ne), the value field from vals[vs,ve). */
 function writeEntry(
   rec: ProtoWriter,
   body: Uint8Array,
   ns: number,
   ne: number,
+  vals: Uint8Array,
   vs: number,
   ve: number,
 ): void {
@@ -582,5 +823,5 @@ function writeEntry(
   rec.byte((2 << 3) | WireType.Bytes);
   rec.varint(1 + varintSize(nameLen) + nameLen + 1 + varintSize(valueLen) + valueLen);
   rec.bytesField(1, body, ns, ne);
-  rec.bytesField(2, body, vs, ve);
+  rec.bytesField(2, vals, vs, ve);
 }

@@ -31,6 +31,11 @@ export class MemoryStore implements RecordStore {
   expiresAt(handle: number): number {
     return this.cache.expiresAt(handle);
   }
+  /**
+   * Cache errors become FeatureStoreErrors in the operator's terms: a record too large for the
+   * cache names the variables that set the bound. The service validates TTLs and ids first, so
+   * anything else here is a bug of ours and stays INTERNAL.
+   */
   write(key: Uint8Array, start: number, end: number, record: Uint8Array, ttlMs: number): void {
     try {
       this.cache.set(key, record, ttlMs, start, end);
@@ -38,10 +43,9 @@ export class MemoryStore implements RecordStore {
       if (err instanceof CacheError && err.code !== "INVALID_OPTION") {
         throw new FeatureStoreError(
           Code.ResourceExhausted,
-          `entity record cannot be stored: ${err.message}`,
-          {
-            cause: err,
-          },
+          `the entity record (id + features) is ${end - start + record.length} bytes; the limit is ` +
+            `${this.cache.maxEntryBytes} bytes (CACHE_MAX_ENTRY_BYTES, or CACHE_MAX_BYTES / SHARD_COUNT when smaller)`,
+          { cause: err },
         );
       }
       throw err;

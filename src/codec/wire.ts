@@ -340,7 +340,7 @@ export function compareBytes(
 ): number {
   const aLen = aEnd - aStart;
   const bLen = bEnd - bStart;
-  const n = aLen < bLen ? aLen : bLen;
+  const n = Math.min(aLen, bLen);
   for (let i = 0; i < n; i++) {
     const d = a[aStart + i]! - b[bStart + i]!;
     if (d !== 0) return d;

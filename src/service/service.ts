@@ -97,6 +97,18 @@ class Ranges {
     this.extra[this.count++] = extra;
   }
 
+  /** Compares the `i`-th range in sorted order (its bytes in `buf`) with other[start,end). */
+  compareSorted(i: number, buf: Uint8Array, other: Uint8Array, start: number, end: number): number {
+    const k = this.order[i]!;
+    return compareBytes(buf, this.starts[k]!, this.ends[k]!, other, start, end);
+  }
+
+  /** The first sorted position from `i` whose range does not order before other[start,end). */
+  skipBefore(i: number, buf: Uint8Array, other: Uint8Array, start: number, end: number): number {
+    while (i < this.count && this.compareSorted(i, buf, other, start, end) < 0) i++;
+    return i;
+  }
+
   /** Sorts `order` by the bytes of each range in `buf`; equal ranges keep their request order. */
   sort(buf: Uint8Array): void {
     const { starts, ends, order, count: n } = this;
@@ -324,7 +336,8 @@ export class FeatureService {
    * every requested name is passed.
    */
   private project(h: number, body: Uint8Array, out: ProtoWriter): void {
-    const { starts, ends, order, count: n } = this.names;
+    const names = this.names;
+    const { starts, ends, order, count: n } = names;
     if (this.matched.length < n) this.matched = new Uint8Array(n * 2);
     const matched = this.matched;
     matched.fill(0, 0, n);
@@ -334,19 +347,11 @@ export class FeatureService {
     let i = 0;
     while (i < n && !w.done()) {
       const entryStart = this.nextEntry(w);
-      let c = -1;
-      while (
-        i < n &&
-        (c = compareBytes(body, starts[order[i]!]!, ends[order[i]!]!, arena, w.fieldStart, w.fieldEnd)) < 0
-      )
-        i++;
-      if (c !== 0) continue;
+      i = names.skipBefore(i, body, arena, w.fieldStart, w.fieldEnd);
+      if (i === n || names.compareSorted(i, body, arena, w.fieldStart, w.fieldEnd) !== 0) continue;
       out.raw(arena, entryStart, w.pos);
       do matched[order[i++]!] = 1;
-      while (
-        i < n &&
-        compareBytes(body, starts[order[i]!]!, ends[order[i]!]!, arena, w.fieldStart, w.fieldEnd) === 0
-      );
+      while (i < n && names.compareSorted(i, body, arena, w.fieldStart, w.fieldEnd) === 0);
     }
     this.scanned += w.pos - walkStart;
     for (let k = 0; k < n; k++) if (matched[k] === 0) out.bytesField(4, body, starts[k]!, ends[k]!);
@@ -628,20 +633,16 @@ export class FeatureService {
    * how many were dropped. One merge-walk.
    */
   private copyEntriesExcept(h: number, body: Uint8Array, rec: ProtoWriter): number {
-    const { starts, ends, order, count: n } = this.names;
+    const names = this.names;
+    const n = names.count;
     const arena = this.store.arena(h);
     const w = this.startWalk(h);
     let dropped = 0;
     let i = 0;
     while (!w.done()) {
       const entryStart = this.nextEntry(w);
-      let c = -1;
-      while (
-        i < n &&
-        (c = compareBytes(body, starts[order[i]!]!, ends[order[i]!]!, arena, w.fieldStart, w.fieldEnd)) < 0
-      )
-        i++;
-      if (c === 0) dropped++;
+      i = names.skipBefore(i, body, arena, w.fieldStart, w.fieldEnd);
+      if (i < n && names.compareSorted(i, body, arena, w.fieldStart, w.fieldEnd) === 0) dropped++;
       else rec.raw(arena, entryStart, w.pos);
     }
     return dropped;

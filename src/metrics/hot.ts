@@ -14,7 +14,13 @@ export const TRANSPORT_NAMES = ["tcp", "connect", "grpc-web"] as const;
 export const Transport = { Tcp: 0, Connect: 1, GrpcWeb: 2 } as const;
 const TRANSPORTS = TRANSPORT_NAMES.length;
 
-/** Why a frame or connection was refused, as the `reason` label values. */
+/**
+ * Why a request, frame or connection was refused, as the `reason` label values. On TCP,
+ * `bad_request` counts requests answered with a client-error code (INVALID_ARGUMENT,
+ * UNIMPLEMENTED, RESOURCE_EXHAUSTED, ...), `idle_timeout` and `frame_timeout` connections cut
+ * by TCP_IDLE_TIMEOUT_MS and TCP_FRAME_TIMEOUT_MS, `client_memory` connections cut to keep
+ * MAX_CLIENT_MEMORY_BYTES, `max_connections` connections refused at MAX_CONNECTIONS.
+ */
 export const REJECT_REASONS = [
   "frame_too_large",
   "bad_header",
@@ -26,6 +32,10 @@ export const REJECT_REASONS = [
   "http_not_found",
   "http_method_not_allowed",
   "http_unsupported_encoding",
+  "idle_timeout",
+  "frame_timeout",
+  "client_memory",
+  "max_connections",
 ] as const;
 export const Reject = {
   FrameTooLarge: 0,
@@ -38,6 +48,10 @@ export const Reject = {
   HttpNotFound: 7,
   HttpMethodNotAllowed: 8,
   HttpUnsupportedEncoding: 9,
+  IdleTimeout: 10,
+  FrameTimeout: 11,
+  ClientMemory: 12,
+  MaxConnections: 13,
 } as const;
 
 /** Status codes 0..16. */

@@ -201,7 +201,7 @@ export function createMetricsRegistry(opts: MetricsRegistryOptions): Registry {
   add(
     new ScrapeTimeMetric(
       METRIC_NAMES.rejected,
-      "Frames, connections and HTTP requests refused before reaching the service, by reason.",
+      "Requests, frames and connections refused: client mistakes, limits and timeouts, by reason.",
       "counter",
       () => reasonLabels.map((labels, r) => ({ value: hot.rejected[r]!, labels })),
     ),

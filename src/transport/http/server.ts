@@ -17,7 +17,7 @@
  */
 import { Code, FeatureStoreError } from "../../codec/status.ts";
 import { ProtoWriter } from "../../codec/wire.ts";
-import type { Logger } from "../../log/index.ts";
+import { LimitedLog, type Logger } from "../../log/index.ts";
 import { type HotMetrics, Reject, Transport } from "../../metrics/hot.ts";
 import type { FeatureService } from "../../service/service.ts";
 import { decodeBase64, decodeBase64Chunks } from "./base64.ts";
@@ -129,9 +129,13 @@ export function startHttpServer(opts: HttpServerOptions): HttpServer {
     metrics.inFlight(transport, -1);
   };
 
+  // Our bugs are logged at error, rate-limited so that a bug hit by every request cannot flood
+  // the log; a client's mistakes at debug only.
+  const logInternal = new LimitedLog(logger, "error", "http request failed");
+  const logHandlerFailure = new LimitedLog(logger, "error", "http handler failed");
   const logFailure = (m: MethodInfo, transport: string, err: FeatureStoreError): void => {
     if (err.code === Code.Internal || err.code === Code.Unknown)
-      logger.error("http request failed", {
+      logInternal.log({
         method: m.name,
         transport,
         code: err.code,
@@ -407,7 +411,7 @@ export function startHttpServer(opts: HttpServerOptions): HttpServer {
       return m !== undefined ? rpc(req, m, url) : other(req, path);
     },
     error(err) {
-      logger.error("http handler failed", { err });
+      logHandlerFailure.log({ err });
       return new Response(JSON.stringify({ code: "internal", message: "internal error" }), {
         status: 500,
         headers: JSON_HEADERS,
@@ -420,6 +424,8 @@ export function startHttpServer(opts: HttpServerOptions): HttpServer {
     port: server.port ?? opts.port,
     stop(forceAfterMs = 10_000) {
       if (stopping === null) {
+        logInternal.flush();
+        logHandlerFailure.flush();
         let timer: ReturnType<typeof setTimeout> | undefined;
         const forced = new Promise<void>((resolve) => {
           timer = setTimeout(() => {

@@ -2,18 +2,32 @@
  * The binary TCP transport (proto/PROTOCOL.md) on Bun.listen: a thin shell around
  * FeatureService.handle.
  *
- * Data path: a `data` event's bytes are parsed in place (a partial frame is kept per
- * connection, bounded by MAX_FRAME_BYTES); every complete frame is answered synchronously into
- * one server-wide output writer; the answers of one event go out in one `socket.write`. What
- * the kernel does not take is copied into that connection's pending buffer and resent on
- * `drain`. Bun cannot pause reading, so a connection whose pending answers pass
- * MAX_PENDING_OUTPUT_BYTES is cut, with a logged reason (Redis' client output buffer limit).
+ * Data path: a `data` event's bytes are parsed in place; every complete frame is answered
+ * synchronously into one server-wide output writer; the answers of one event go out in one
+ * `socket.write` (sooner when they pass OUT_FLUSH_BYTES). An incomplete frame is copied into its
+ * connection's input buffer, sized by what has arrived and never past the frame's declared
+ * length (bounded by MAX_FRAME_BYTES). What the kernel does not take is copied into that
+ * connection's pending buffer and resent on `drain`.
+ *
+ * Bun cannot pause reading, so what clients make the server hold is bounded three ways:
+ * - per connection, pending answers past MAX_PENDING_OUTPUT_BYTES cut it (Redis' client output
+ *   buffer limit);
+ * - server-wide, the capacities of every input and pending buffer are a running total checked
+ *   before any of them is allocated or grown; past MAX_CLIENT_MEMORY_BYTES, empty buffers are
+ *   released, then the connections holding the most are cut, greediest first;
+ * - in time, one sweep timer for the whole server cuts connections idle for
+ *   TCP_IDLE_TIMEOUT_MS and frames not whole TCP_FRAME_TIMEOUT_MS after their first byte.
+ *
+ * Logging: a client's mistake in one request is logged at debug only (and counted); what
+ * happens to a connection (refused, cut) is logged at warn and a bug at error, each kind
+ * rate-limited (LimitedLog), so no client can flood the log.
  */
 import type { Socket, TCPSocketListener } from "bun";
 import { HEADER_BYTES, METHOD_NAMES, readU32, writeHeader } from "../../codec/frame.ts";
 import { Code, FeatureStoreError } from "../../codec/status.ts";
 import { ProtoWriter } from "../../codec/wire.ts";
-import type { Logger } from "../../log/index.ts";
+import { DEFAULTS } from "../../config/index.ts";
+import { LimitedLog, type Logger } from "../../log/index.ts";
 import { type HotMetrics, Reject, Transport } from "../../metrics/hot.ts";
 import type { FeatureService } from "../../service/service.ts";
 
@@ -30,11 +44,23 @@ export interface TcpServerOptions {
   maxPendingOutputBytes: number;
   /** Most open connections; more are closed on arrival. */
   maxConnections: number;
-  /** A connection that sends nothing for this long is closed, ms; 0 = never (TCP_IDLE_TIMEOUT_MS). */
+  /**
+   * A connection that neither sends anything nor takes any of its pending answers for this long
+   * is closed, ms; 0 = never. Checked by the sweep, so it is closed between this long and 1.5x
+   * this long. Default 300,000 (TCP_IDLE_TIMEOUT_MS).
+   */
   idleTimeoutMs?: number;
-  /** A frame must arrive whole within this long of its first byte, ms (TCP_FRAME_TIMEOUT_MS). */
+  /**
+   * A frame must arrive whole within this long of its first byte, ms; 0 = never. Past it the
+   * client gets DEADLINE_EXCEEDED (when its header arrived) and the connection is closed.
+   * Default 10,000 (TCP_FRAME_TIMEOUT_MS).
+   */
   frameTimeoutMs?: number;
-  /** Bound on unfinished input plus unsent answers over all connections, bytes (MAX_CLIENT_MEMORY_BYTES). */
+  /**
+   * Bound on bytes held for clients over all connections: the capacity of every unfinished
+   * input frame's buffer plus every unsent-answer buffer. Checked before any of them is
+   * allocated or grown. Default 256 MiB (MAX_CLIENT_MEMORY_BYTES).
+   */
   maxClientMemoryBytes?: number;
   /** Log every request at debug level. */
   logRequests?: boolean;
@@ -52,61 +78,490 @@ export interface TcpServer {
   drain(timeoutMs: number): Promise<void>;
 }
 
+/** Starts listening. Throws if the port cannot be bound or an option is out of range. */
+export function startTcpServer(opts: TcpServerOptions): TcpServer {
+  return new TcpServerCore(opts);
+}
+
+/** What tests may inspect of a running server; see unsafeExposeInternals. */
+export interface TcpServerInternals {
+  /** The running total of bytes held for clients (input and pending buffer capacities). */
+  readonly clientMemoryBytes: number;
+  /** Each open connection's buffers now; their heldBytes sum to clientMemoryBytes. */
+  connections(): { inputBytes: number; pendingBytes: number; heldBytes: number }[];
+  /** Capacity of the server-wide output writer, bytes. */
+  readonly outputCapacity: number;
+}
+
+/**
+ * Opens a running server's internal state to tests that check its invariants (the pattern of
+ * node-lru-cache's `unsafeExposeInternals`). Not for production use; it may change at any time.
+ */
+export function unsafeExposeInternals(server: TcpServer): TcpServerInternals {
+  return TcpServerCore.unsafeExposeInternals(server);
+}
+
+/** Starting size of a connection's input buffer: a small frame's worth, reused for every partial frame. */
+const INITIAL_INPUT = 16 * 1024;
+/** An input buffer larger than this (grown for one big frame) is released once that frame is done. */
+const KEEP_INPUT = 64 * 1024;
+/** Starting size of a connection's pending-answer buffer. */
+const INITIAL_PENDING = 64 * 1024;
+/** A pending buffer larger than this (grown for a burst) is released once it has drained. */
+const KEEP_PENDING = 1024 * 1024;
+/** Usual size of the server-wide output writer. */
+const OUT_BYTES = 256 * 1024;
+/**
+ * Answers accumulated in one data event are written out once they pass this, so that a burst
+ * of big answers cannot grow the writer without bound before the per-connection and server-wide
+ * limits see them. Small answers still go out in one write per event.
+ */
+const OUT_FLUSH_BYTES = 1024 * 1024;
+/**
+ * After a data event, a writer grown past this (one huge answer: an issue measured it at
+ * 638 MiB after one BatchGet, kept for the life of the process) goes back to OUT_BYTES.
+ */
+const OUT_SHRINK_ABOVE = 4 * 1024 * 1024;
+/**
+ * The sweep runs every quarter of the shortest timeout, within these bounds: often enough that
+ * a timeout is enforced within 1.5x its value, rarely enough to cost nothing (one pass over the
+ * open connections per second at the default timeouts).
+ */
+const SWEEP_MIN_MS = 10;
+const SWEEP_MAX_MS = 1000;
+
+/** Codes that mean the client must change its request: counted as `bad_request`, logged at debug only. */
+const CLIENT_FAULT = new Uint8Array(17);
+for (const c of [
+  Code.InvalidArgument,
+  Code.NotFound,
+  Code.AlreadyExists,
+  Code.PermissionDenied,
+  Code.ResourceExhausted,
+  Code.FailedPrecondition,
+  Code.OutOfRange,
+  Code.Unimplemented,
+  Code.Unauthenticated,
+])
+  CLIENT_FAULT[c] = 1;
+
+/** Socket errors that say what the peer did (reset, vanished); logged at debug only. */
+const PEER_ERRORS = new Set([
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "ECONNABORTED",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+]);
+
 /** Per-connection state, in `socket.data`. */
 class Connection {
-  /** Bytes of an incomplete frame (header included), kept between data events. */
+  /** The first inputLen bytes of one incomplete frame (header included), kept between data events. */
   input: Uint8Array | null = null;
   inputLen = 0;
   /** Answers the kernel has not taken yet: pending[pendingStart, pendingEnd). */
   pending: Uint8Array | null = null;
   pendingStart = 0;
   pendingEnd = 0;
-  /** Set when no more answers will be written (protocol error, overflow, shutdown). */
+  /** Set when no more answers will be written (protocol error, overflow, timeout, shutdown). */
   closing = false;
-  constructor(readonly remote: string) {}
+  /** Set once the socket is closed and the buffers released. */
+  closed = false;
+  /** Sweep tick of the last activity: data received or pending answers taken (idle timeout). */
+  lastTick: number;
+  /** Sweep tick at which the frame in `input` started to arrive (frame timeout). */
+  frameTick = 0;
+
+  constructor(
+    readonly remote: string,
+    tick: number,
+  ) {
+    this.lastTick = tick;
+  }
 
   get pendingBytes(): number {
     return this.pendingEnd - this.pendingStart;
+  }
+
+  /** Bytes held for this connection: the capacities of its buffers (what RSS sees). */
+  get heldBytes(): number {
+    return (this.input?.length ?? 0) + (this.pending?.length ?? 0);
   }
 }
 
 type Sock = Socket<Connection>;
 
-const INITIAL_INPUT = 16 * 1024;
+function nonNegative(name: string, value: number | undefined, def: number): number {
+  const v = value ?? def;
+  if (!Number.isFinite(v) || v < 0) throw new RangeError(`TcpServerOptions.${name} must be >= 0, got ${v}`);
+  return v;
+}
 
-export function startTcpServer(opts: TcpServerOptions): TcpServer {
-  const { service, metrics, logger, maxFrameBytes, maxPendingOutputBytes, maxConnections } = opts;
-  const out = new ProtoWriter(256 * 1024);
-  const open = new Set<Sock>();
-  const timed = metrics.enabled || opts.logRequests === true;
-  const logRequests = opts.logRequests === true && logger.debugEnabled;
-  let draining = false;
-  let onAllClosed: (() => void) | null = null;
+/** Sweep ticks that must pass before a connection stamped at tick k is over `timeoutMs`; 0 = never. */
+function ticksFor(timeoutMs: number, sweepMs: number): number {
+  // An event stamped with tick k happened after sweep k ran; at sweep m at least (m - k - 1)
+  // sweep intervals have passed since (timers never fire early, a blocked loop only delays
+  // them), so a connection is never cut before its timeout.
+  return timeoutMs > 0 ? Math.ceil(timeoutMs / sweepMs) + 1 : 0;
+}
 
-  /** Answers one frame whose body is buf[start,end) into `out`. */
-  function answer(buf: Uint8Array, at: number, bodyStart: number, bodyEnd: number): void {
+class TcpServerCore implements TcpServer {
+  private readonly service: FeatureService;
+  private readonly metrics: HotMetrics;
+  private readonly logger: Logger;
+  private readonly maxFrameBytes: number;
+  private readonly maxPendingOutputBytes: number;
+  private readonly maxConnections: number;
+  private readonly maxClientMemoryBytes: number;
+  private readonly idleTimeoutMs: number;
+  private readonly frameTimeoutMs: number;
+  /** Answers of the current data event; shared by all connections (one event at a time). */
+  private readonly out = new ProtoWriter(OUT_BYTES);
+  private readonly open = new Set<Sock>();
+  private readonly timed: boolean;
+  private readonly logRequests: boolean;
+  private readonly listener: TCPSocketListener<Connection>;
+  private draining = false;
+  private onAllClosed: (() => void) | null = null;
+  /** Sum of every connection's heldBytes, updated wherever a buffer is allocated or released. */
+  private clientMemory = 0;
+  /**
+   * A coarse clock: sweeps so far. Connections are stamped with it, so the data path reads no
+   * clock at all; the sweep compares stamps against it.
+   */
+  private tick = 0;
+  private readonly idleTicks: number;
+  private readonly frameTicks: number;
+  private readonly sweepTimer: ReturnType<typeof setInterval> | null = null;
+
+  // One rate-limited log per kind of event a client can trigger at will.
+  private readonly logClosing: LimitedLog;
+  private readonly logRefused: LimitedLog;
+  private readonly logOverflow: LimitedLog;
+  private readonly logIdle: LimitedLog;
+  private readonly logFrameTimeout: LimitedLog;
+  private readonly logMemory: LimitedLog;
+  private readonly logSocketError: LimitedLog;
+  private readonly logInternal: LimitedLog;
+  private readonly limitedLogs: LimitedLog[];
+
+  constructor(opts: TcpServerOptions) {
+    this.service = opts.service;
+    this.metrics = opts.metrics;
+    const logger = opts.logger;
+    this.logger = logger;
+    this.maxFrameBytes = opts.maxFrameBytes;
+    this.maxPendingOutputBytes = opts.maxPendingOutputBytes;
+    this.maxConnections = opts.maxConnections;
+    this.timed = opts.metrics.enabled || opts.logRequests === true;
+    this.logRequests = opts.logRequests === true && logger.debugEnabled;
+    const idleMs = nonNegative("idleTimeoutMs", opts.idleTimeoutMs, DEFAULTS.tcpIdleTimeoutMs);
+    this.idleTimeoutMs = idleMs;
+    this.frameTimeoutMs = nonNegative("frameTimeoutMs", opts.frameTimeoutMs, DEFAULTS.tcpFrameTimeoutMs);
+    this.maxClientMemoryBytes = opts.maxClientMemoryBytes ?? DEFAULTS.maxClientMemoryBytes;
+    if (!(this.maxClientMemoryBytes > 0))
+      throw new RangeError(
+        `TcpServerOptions.maxClientMemoryBytes must be > 0, got ${this.maxClientMemoryBytes}`,
+      );
+
+    this.logClosing = new LimitedLog(logger, "warn", "closing connection");
+    this.logRefused = new LimitedLog(logger, "warn", "refusing connection");
+    this.logOverflow = new LimitedLog(logger, "warn", "disconnecting client that does not read its answers");
+    this.logIdle = new LimitedLog(logger, "warn", "closing idle connection");
+    this.logFrameTimeout = new LimitedLog(logger, "warn", "closing connection: frame not whole in time");
+    this.logMemory = new LimitedLog(logger, "warn", "cutting connection: client memory limit");
+    this.logSocketError = new LimitedLog(logger, "warn", "socket error");
+    this.logInternal = new LimitedLog(logger, "error", "request failed");
+    this.limitedLogs = [
+      this.logClosing,
+      this.logRefused,
+      this.logOverflow,
+      this.logIdle,
+      this.logFrameTimeout,
+      this.logMemory,
+      this.logSocketError,
+      this.logInternal,
+    ];
+
+    const shortest = Math.min(
+      idleMs || Number.POSITIVE_INFINITY,
+      this.frameTimeoutMs || Number.POSITIVE_INFINITY,
+    );
+    const sweepMs = Math.min(SWEEP_MAX_MS, Math.max(SWEEP_MIN_MS, Math.floor(shortest / 4)));
+    this.idleTicks = ticksFor(idleMs, sweepMs);
+    this.frameTicks = ticksFor(this.frameTimeoutMs, sweepMs);
+
+    this.listener = Bun.listen<Connection>({
+      hostname: opts.host,
+      port: opts.port,
+      socket: {
+        open: (socket) => this.onOpen(socket),
+        data: (socket, data) => this.onData(socket, data),
+        drain: (socket) => this.onDrain(socket),
+        close: (socket) => this.onClose(socket),
+        error: (socket, err) => this.onError(socket, err),
+      },
+    });
+    if (shortest !== Number.POSITIVE_INFINITY) {
+      this.sweepTimer = setInterval(() => this.sweep(), sweepMs);
+      this.sweepTimer.unref();
+    }
+  }
+
+  get port(): number {
+    return this.listener.port;
+  }
+
+  get connectionCount(): number {
+    return this.open.size;
+  }
+
+  drain(timeoutMs: number): Promise<void> {
+    if (!this.draining) {
+      this.draining = true;
+      if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+      for (const l of this.limitedLogs) l.flush();
+      this.listener.stop(false);
+      for (const s of this.open) this.endIfIdle(s);
+    }
+    if (this.open.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        if (this.open.size > 0)
+          this.logger.warn("shutdown timeout: cutting connections", { open: this.open.size });
+        for (const s of this.open) s.terminate();
+        resolve();
+      }, timeoutMs);
+      this.onAllClosed = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  // ---- socket events ------------------------------------------------------------------------
+
+  private onOpen(socket: Sock): void {
+    socket.data = new Connection(`${socket.remoteAddress}`, this.tick);
+    if (this.draining || this.open.size >= this.maxConnections) {
+      this.metrics.reject(this.draining ? Reject.ShuttingDown : Reject.MaxConnections);
+      this.logRefused.log({
+        remote: socket.data.remote,
+        reason: this.draining ? "shutting down" : `MAX_CONNECTIONS (${this.maxConnections}) reached`,
+      });
+      socket.data.closing = true;
+      socket.terminate();
+      return;
+    }
+    this.open.add(socket);
+    this.metrics.connection(Transport.Tcp, 1);
+    if (this.logger.debugEnabled) this.logger.debug("connection opened", { remote: socket.data.remote });
+  }
+
+  private onData(socket: Sock, data: Uint8Array): void {
+    const conn = socket.data;
+    if (conn.closing) return;
+    conn.lastTick = this.tick;
+    const out = this.out;
+    out.reset();
+    let at = 0;
+    if (conn.inputLen > 0) at = this.continueFrame(conn, data);
+    if (!conn.closing) {
+      at = this.parse(socket, conn, data, at, data.length);
+      if (!conn.closing && at < data.length) this.keepRest(conn, data, at);
+    }
+    // From here conn.closed means it was cut (client memory, output overflow): nothing to send.
+    if (!conn.closed) {
+      if (conn.closing) this.releaseInput(conn);
+      else if (conn.inputLen === 0 && conn.input !== null && conn.input.length > KEEP_INPUT)
+        this.setInput(conn, null);
+      if (out.pos > 0) this.send(socket, conn, out.bytes, 0, out.pos);
+    }
+    if (out.bytes.length > OUT_SHRINK_ABOVE) out.bytes = new Uint8Array(OUT_BYTES);
+    if (conn.closed) return;
+    if (conn.closing && conn.pendingBytes === 0) socket.end();
+    else if (this.draining) this.endIfIdle(socket);
+  }
+
+  private onDrain(socket: Sock): void {
+    const conn = socket.data;
+    const p = conn.pending;
+    if (p === null || conn.pendingBytes === 0) return;
+    const written = socket.write(p.subarray(conn.pendingStart, conn.pendingEnd));
+    if (written > 0) {
+      conn.pendingStart += written;
+      conn.lastTick = this.tick;
+    }
+    if (conn.pendingBytes === 0) {
+      conn.pendingStart = conn.pendingEnd = 0;
+      if (p.length > KEEP_PENDING) this.setPending(conn, null);
+      if (conn.closing) socket.end();
+      else if (this.draining) this.endIfIdle(socket);
+    }
+  }
+
+  private onClose(socket: Sock): void {
+    const conn = socket.data;
+    conn.closing = true;
+    conn.closed = true;
+    this.releaseInput(conn);
+    this.releasePending(conn);
+    if (!this.open.delete(socket)) return;
+    this.metrics.connection(Transport.Tcp, -1);
+    if (this.logger.debugEnabled) this.logger.debug("connection closed", { remote: conn.remote });
+    if (this.draining && this.open.size === 0) this.onAllClosed?.();
+  }
+
+  private onError(socket: Sock, err: Error): void {
+    // A socket error is what the peer did or what the network did to it: never a stack trace.
+    const code = (err as { code?: unknown }).code;
+    const fields = { remote: socket.data?.remote, code, message: err.message };
+    if (typeof code === "string" && PEER_ERRORS.has(code)) {
+      if (this.logger.debugEnabled) this.logger.debug("socket error", fields);
+    } else {
+      this.logSocketError.log(fields);
+    }
+  }
+
+  // ---- frames -------------------------------------------------------------------------------
+
+  /**
+   * Answers the complete frames in buf[at,end) into `out`; returns where the first incomplete
+   * one starts. Stops at a refused header (the connection is then closing).
+   */
+  private parse(socket: Sock, conn: Connection, buf: Uint8Array, at: number, end: number): number {
+    const out = this.out;
+    while (end - at >= HEADER_BYTES) {
+      const length = this.frameLength(conn, buf, at);
+      if (length < 0) return at;
+      const bodyStart = at + HEADER_BYTES;
+      const bodyEnd = bodyStart + length;
+      if (bodyEnd > end) break;
+      this.answer(buf, at, bodyStart, bodyEnd);
+      at = bodyEnd;
+      if (out.pos >= OUT_FLUSH_BYTES) {
+        this.send(socket, conn, out.bytes, 0, out.pos);
+        out.reset();
+        if (conn.closing) return at;
+      }
+    }
+    return at;
+  }
+
+  /**
+   * Body length of the frame whose header is at buf[at], or -1 after refusing it: a length
+   * past MAX_FRAME_BYTES is refused before any of its body is buffered.
+   */
+  private frameLength(conn: Connection, buf: Uint8Array, at: number): number {
+    const length = readU32(buf, at);
+    if (length > this.maxFrameBytes) {
+      this.refuse(
+        conn,
+        buf,
+        at,
+        Code.ResourceExhausted,
+        `frame body of ${length} bytes exceeds MAX_FRAME_BYTES (${this.maxFrameBytes})`,
+        Reject.FrameTooLarge,
+      );
+      return -1;
+    }
+    if (buf[at + 9] !== 0 || buf[at + 10] !== 0 || buf[at + 11] !== 0) {
+      this.refuse(
+        conn,
+        buf,
+        at,
+        Code.InvalidArgument,
+        "malformed frame header: status and flags must be 0 in a request",
+        Reject.BadHeader,
+      );
+      return -1;
+    }
+    return length;
+  }
+
+  /**
+   * Adds the start of `data` to the incomplete frame in conn.input, and answers that frame
+   * once it is whole. Returns how many bytes of `data` it took (the rest are later frames); all
+   * of them when the connection is refused, or cut to keep MAX_CLIENT_MEMORY_BYTES.
+   */
+  private continueFrame(conn: Connection, data: Uint8Array): number {
+    let input = conn.input!;
+    let len = conn.inputLen;
+    let used = 0;
+    if (len < HEADER_BYTES) {
+      // input is at least INITIAL_INPUT long, so a header always fits.
+      used = Math.min(HEADER_BYTES - len, data.length);
+      input.set(data.subarray(0, used), len);
+      len += used;
+      conn.inputLen = len;
+      if (len < HEADER_BYTES) return used;
+      if (this.frameLength(conn, input, 0) < 0) return data.length;
+    }
+    const total = HEADER_BYTES + readU32(input, 0);
+    const n = Math.min(total - len, data.length - used);
+    if (len + n > input.length) {
+      // Grown by what has arrived, never past the frame's own length: a header alone
+      // announcing MAX_FRAME_BYTES does not make the server reserve them.
+      const cap = Math.min(total, Math.max(len + n, input.length * 2));
+      if (!this.reserve(conn, cap - input.length)) return data.length;
+      const grown = new Uint8Array(cap);
+      grown.set(input.subarray(0, len));
+      this.setInput(conn, grown);
+      input = grown;
+    }
+    input.set(data.subarray(used, used + n), len);
+    len += n;
+    used += n;
+    if (len < total) {
+      conn.inputLen = len;
+      return used;
+    }
+    conn.inputLen = 0;
+    this.answer(input, 0, HEADER_BYTES, total);
+    return used;
+  }
+
+  /**
+   * Keeps data[at,end), the start of a frame whose header (if it arrived) passed the checks,
+   * for the next data event, unless that cuts the connection to keep MAX_CLIENT_MEMORY_BYTES.
+   */
+  private keepRest(conn: Connection, data: Uint8Array, at: number): void {
+    const rest = data.length - at;
+    let input = conn.input;
+    if (input === null || input.length < rest) {
+      const total = rest >= HEADER_BYTES ? HEADER_BYTES + readU32(data, at) : 0;
+      const cap = Math.max(INITIAL_INPUT, Math.min(total, rest * 2));
+      if (!this.reserve(conn, cap - (input?.length ?? 0))) return;
+      input = new Uint8Array(cap);
+      this.setInput(conn, input);
+    }
+    input.set(data.subarray(at), 0);
+    conn.inputLen = rest;
+    conn.frameTick = this.tick;
+  }
+
+  /** Answers one frame whose header is at buf[at] and body is buf[bodyStart,bodyEnd) into `out`. */
+  private answer(buf: Uint8Array, at: number, bodyStart: number, bodyEnd: number): void {
+    const out = this.out;
     const requestId = readU32(buf, at + 4);
     const method = buf[at + 8]!;
-    const t0 = timed ? performance.now() : 0;
+    const t0 = this.timed ? performance.now() : 0;
     const headerAt = out.pos;
     out.ensure(HEADER_BYTES);
     out.pos += HEADER_BYTES;
     let code: number = Code.OK;
     try {
-      service.handle(method, buf, bodyStart, bodyEnd, out);
+      this.service.handle(method, buf, bodyStart, bodyEnd, out);
     } catch (err) {
-      const e = FeatureStoreError.from(err);
-      code = e.code;
-      out.pos = headerAt + HEADER_BYTES;
-      out.utf8(e.message);
-      if (code === Code.Internal) logger.error("request failed", { method, err: e });
+      code = this.failed(err, method, requestId, headerAt);
     }
     writeHeader(out.bytes, headerAt, out.pos - headerAt - HEADER_BYTES, requestId, method, code);
-    if (timed) {
+    if (this.timed) {
       const seconds = (performance.now() - t0) / 1000;
-      metrics.request(Transport.Tcp, method, code, seconds);
-      if (logRequests)
-        logger.debug("request", {
+      this.metrics.request(Transport.Tcp, method, code, seconds);
+      if (this.logRequests)
+        this.logger.debug("request", {
           method: METHOD_NAMES[method] ?? method,
           requestId,
           code,
@@ -115,18 +570,30 @@ export function startTcpServer(opts: TcpServerOptions): TcpServer {
     }
   }
 
-  /**
-   * Appends an error frame answering the request whose header is at buf[at] (its id and method
-   * echoed, so the client fails that call with the code) and marks the connection for closing.
-   */
-  function refuse(
-    conn: Connection,
-    buf: Uint8Array,
-    at: number,
-    code: number,
-    message: string,
-    reason: number,
-  ): void {
+  /** Replaces a failed request's partial answer by its error message; returns the status code. */
+  private failed(err: unknown, method: number, requestId: number, headerAt: number): number {
+    const e = FeatureStoreError.from(err);
+    const out = this.out;
+    out.pos = headerAt + HEADER_BYTES;
+    out.utf8(e.message);
+    if (CLIENT_FAULT[e.code] === 1) {
+      this.metrics.reject(Reject.BadRequest);
+      if (this.logger.debugEnabled)
+        this.logger.debug("request refused", {
+          method: METHOD_NAMES[method] ?? method,
+          requestId,
+          code: e.code,
+          message: e.message,
+        });
+    } else if (e.code === Code.Internal || e.code === Code.Unknown) {
+      this.logInternal.log({ method: METHOD_NAMES[method] ?? method, code: e.code, err: e.cause ?? e });
+    }
+    return e.code;
+  }
+
+  /** Appends an error frame answering the request whose header is at buf[at], its id and method echoed. */
+  private errorFrame(buf: Uint8Array, at: number, code: number, message: string): void {
+    const out = this.out;
     const headerAt = out.pos;
     out.ensure(HEADER_BYTES);
     out.pos += HEADER_BYTES;
@@ -139,98 +606,30 @@ export function startTcpServer(opts: TcpServerOptions): TcpServer {
       buf[at + 8]!,
       code,
     );
-    metrics.reject(reason);
+  }
+
+  /**
+   * Answers the request whose header is at buf[at] with an error frame (so the client fails
+   * that call with the code) and marks the connection for closing.
+   */
+  private refuse(
+    conn: Connection,
+    buf: Uint8Array,
+    at: number,
+    code: number,
+    message: string,
+    reason: number,
+  ): void {
+    this.errorFrame(buf, at, code, message);
+    this.metrics.reject(reason);
     conn.closing = true;
-    logger.warn("closing connection", { remote: conn.remote, reason: message });
+    this.logClosing.log({ remote: conn.remote, reason: message });
   }
 
-  function onData(socket: Sock, data: Uint8Array): void {
-    const conn = socket.data;
-    if (conn.closing) return;
-    let buf = data;
-    let end = data.length;
-    if (conn.inputLen > 0) {
-      appendInput(conn, data);
-      buf = conn.input!;
-      end = conn.inputLen;
-    }
-    out.reset();
-    let at = 0;
-    while (end - at >= HEADER_BYTES) {
-      const length = readU32(buf, at);
-      if (length > maxFrameBytes) {
-        refuse(
-          conn,
-          buf,
-          at,
-          Code.ResourceExhausted,
-          `frame body of ${length} bytes exceeds MAX_FRAME_BYTES (${maxFrameBytes})`,
-          Reject.FrameTooLarge,
-        );
-        break;
-      }
-      if (buf[at + 9] !== 0 || buf[at + 10] !== 0 || buf[at + 11] !== 0) {
-        refuse(
-          conn,
-          buf,
-          at,
-          Code.InvalidArgument,
-          "malformed frame header: status and flags must be 0 in a request",
-          Reject.BadHeader,
-        );
-        break;
-      }
-      const bodyStart = at + HEADER_BYTES;
-      if (end - bodyStart < length) break;
-      answer(buf, at, bodyStart, bodyStart + length);
-      at = bodyStart + length;
-    }
-    if (conn.closing) {
-      conn.input = null;
-      conn.inputLen = 0;
-    } else {
-      keepRest(conn, buf, at, end);
-    }
-    if (out.pos > 0) send(socket, conn, out.bytes, 0, out.pos);
-    if (conn.closing && conn.pendingBytes === 0) socket.end();
-    else if (draining) endIfIdle(socket);
-  }
-
-  /** Keeps buf[at,end), an incomplete frame, for the next data event. */
-  function keepRest(conn: Connection, buf: Uint8Array, at: number, end: number): void {
-    const rest = end - at;
-    if (rest === 0) {
-      conn.inputLen = 0;
-      // A buffer grown for one big frame is not kept for the life of the connection.
-      if (conn.input !== null && conn.input.length > INITIAL_INPUT * 4) conn.input = null;
-      return;
-    }
-    if (buf === conn.input) {
-      if (at > 0) buf.copyWithin(0, at, end);
-    } else {
-      if (conn.input === null || conn.input.length < rest)
-        conn.input = new Uint8Array(Math.max(INITIAL_INPUT, rest * 2));
-      conn.input.set(buf.subarray(at, end));
-    }
-    conn.inputLen = rest;
-  }
-
-  function appendInput(conn: Connection, data: Uint8Array): void {
-    const need = conn.inputLen + data.length;
-    let input = conn.input!;
-    if (input.length < need) {
-      // The header check bounds a partial frame to HEADER + MAX_FRAME_BYTES; one data event adds at most its own size.
-      const grown = new Uint8Array(Math.max(need, input.length * 2));
-      grown.set(input.subarray(0, conn.inputLen));
-      input = grown;
-      conn.input = grown;
-    }
-    input.set(data, conn.inputLen);
-    conn.inputLen = need;
-  }
+  // ---- output -------------------------------------------------------------------------------
 
   /** Writes bytes[start,end) to the socket, keeping what the kernel does not take. */
-  function send(socket: Sock, conn: Connection, bytes: Uint8Array, start: number, end: number): void {
+  private send(socket: Sock, conn: Connection, bytes: Uint8Array, start: number, end: number): void {
     let written = 0;
     if (conn.pendingBytes === 0) {
       written = socket.write(bytes.subarray(start, end));
@@ -238,37 +637,38 @@ export function startTcpServer(opts: TcpServerOptions): TcpServer {
       if (written === end - start) return;
     }
     const rest = end - start - written;
-    if (conn.pendingBytes + rest > maxPendingOutputBytes) {
-      metrics.reject(Reject.OutputOverflow);
-      logger.warn("disconnecting client that does not read its answers", {
+    if (conn.pendingBytes + rest > this.maxPendingOutputBytes) {
+      this.metrics.reject(Reject.OutputOverflow);
+      this.logOverflow.log({
         remote: conn.remote,
         pendingBytes: conn.pendingBytes + rest,
-        limit: maxPendingOutputBytes,
+        limit: this.maxPendingOutputBytes,
       });
-      conn.closing = true;
-      conn.pending = null;
-      conn.pendingStart = conn.pendingEnd = 0;
-      socket.terminate();
+      this.cut(socket, conn);
       return;
     }
-    appendPending(conn, bytes, start + written, end);
+    this.appendPending(conn, bytes, start + written, end);
   }
 
-  function appendPending(conn: Connection, bytes: Uint8Array, start: number, end: number): void {
+  private appendPending(conn: Connection, bytes: Uint8Array, start: number, end: number): void {
     const n = end - start;
     let p = conn.pending;
-    if (p === null) {
-      p = new Uint8Array(Math.max(64 * 1024, n * 2));
-      conn.pending = p;
-    } else if (conn.pendingEnd + n > p.length) {
+    if (p === null || conn.pendingEnd + n > p.length) {
       const live = conn.pendingBytes;
-      if (live + n <= p.length / 2) {
+      if (p !== null && live + n <= p.length / 2) {
         p.copyWithin(0, conn.pendingStart, conn.pendingEnd);
       } else {
-        const grown = new Uint8Array(Math.max(p.length * 2, (live + n) * 2));
-        grown.set(p.subarray(conn.pendingStart, conn.pendingEnd));
+        const old = p?.length ?? 0;
+        // Doubling, but never past the per-connection limit, which live + n is within.
+        const cap = Math.max(
+          live + n,
+          Math.min(this.maxPendingOutputBytes, Math.max(INITIAL_PENDING, old * 2, (live + n) * 2)),
+        );
+        if (!this.reserve(conn, cap - old)) return; // conn itself was the greediest: cut
+        const grown = new Uint8Array(cap);
+        if (p !== null) grown.set(p.subarray(conn.pendingStart, conn.pendingEnd));
+        this.setPending(conn, grown);
         p = grown;
-        conn.pending = grown;
       }
       conn.pendingStart = 0;
       conn.pendingEnd = live;
@@ -277,21 +677,7 @@ export function startTcpServer(opts: TcpServerOptions): TcpServer {
     conn.pendingEnd += n;
   }
 
-  function onDrain(socket: Sock): void {
-    const conn = socket.data;
-    const p = conn.pending;
-    if (p === null || conn.pendingBytes === 0) return;
-    const written = socket.write(p.subarray(conn.pendingStart, conn.pendingEnd));
-    if (written > 0) conn.pendingStart += written;
-    if (conn.pendingBytes === 0) {
-      conn.pendingStart = conn.pendingEnd = 0;
-      if (p.length > 1024 * 1024) conn.pending = null; // give back a buffer grown for a burst
-      if (conn.closing) socket.end();
-      else if (draining) endIfIdle(socket);
-    }
-  }
-
-  function endIfIdle(socket: Sock): void {
+  private endIfIdle(socket: Sock): void {
     const conn = socket.data;
     if (conn.pendingBytes === 0 && conn.inputLen === 0) {
       conn.closing = true;
@@ -299,65 +685,154 @@ export function startTcpServer(opts: TcpServerOptions): TcpServer {
     }
   }
 
-  const listener: TCPSocketListener<Connection> = Bun.listen<Connection>({
-    hostname: opts.host,
-    port: opts.port,
-    socket: {
-      open(socket) {
-        socket.data = new Connection(`${socket.remoteAddress}`);
-        if (draining || open.size >= maxConnections) {
-          metrics.reject(draining ? Reject.ShuttingDown : Reject.BadRequest);
-          logger.warn("refusing connection", {
-            remote: socket.remoteAddress,
-            reason: draining ? "shutting down" : `MAX_CONNECTIONS (${maxConnections}) reached`,
-          });
-          socket.data.closing = true;
-          socket.terminate();
-          return;
-        }
-        open.add(socket);
-        metrics.connection(Transport.Tcp, 1);
-        if (logger.debugEnabled) logger.debug("connection opened", { remote: socket.remoteAddress });
-      },
-      data: onData,
-      drain: onDrain,
-      close(socket) {
-        if (!open.delete(socket)) return;
-        metrics.connection(Transport.Tcp, -1);
-        if (logger.debugEnabled) logger.debug("connection closed", { remote: socket.data.remote });
-        if (draining && open.size === 0) onAllClosed?.();
-      },
-      error(socket, err) {
-        logger.warn("socket error", { remote: socket.data?.remote, err });
-      },
-    },
-  });
+  // ---- client memory ------------------------------------------------------------------------
 
-  return {
-    get port() {
-      return listener.port;
-    },
-    get connectionCount() {
-      return open.size;
-    },
-    drain(timeoutMs: number): Promise<void> {
-      if (!draining) {
-        draining = true;
-        listener.stop(false);
-        for (const s of open) endIfIdle(s);
-      }
-      if (open.size === 0) return Promise.resolve();
-      return new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          if (open.size > 0) logger.warn("shutdown timeout: cutting connections", { open: open.size });
-          for (const s of open) s.terminate();
-          resolve();
-        }, timeoutMs);
-        onAllClosed = () => {
-          clearTimeout(timer);
-          resolve();
-        };
+  private setInput(conn: Connection, input: Uint8Array | null): void {
+    this.clientMemory += (input?.length ?? 0) - (conn.input?.length ?? 0);
+    conn.input = input;
+  }
+
+  private setPending(conn: Connection, pending: Uint8Array | null): void {
+    this.clientMemory += (pending?.length ?? 0) - (conn.pending?.length ?? 0);
+    conn.pending = pending;
+  }
+
+  private releaseInput(conn: Connection): void {
+    this.setInput(conn, null);
+    conn.inputLen = 0;
+  }
+
+  private releasePending(conn: Connection): void {
+    this.setPending(conn, null);
+    conn.pendingStart = conn.pendingEnd = 0;
+  }
+
+  /**
+   * Makes room for `delta` more bytes held for `conn`, within MAX_CLIENT_MEMORY_BYTES. False
+   * when `conn` itself had to be cut (its buffers are then released and it must be left alone).
+   */
+  private reserve(conn: Connection, delta: number): boolean {
+    return this.clientMemory + delta <= this.maxClientMemoryBytes || this.makeRoom(conn, delta);
+  }
+
+  /**
+   * Over the budget: first the buffers that hold nothing now are released (other connections'
+   * kept input and pending buffers), then connections are cut, the ones holding the most first
+   * (`conn` counted with the `delta` it asks for), until `delta` fits.
+   */
+  private makeRoom(conn: Connection, delta: number): boolean {
+    const budget = this.maxClientMemoryBytes;
+    for (const s of this.open) {
+      const c = s.data;
+      if (c === conn) continue;
+      if (c.inputLen === 0 && c.input !== null) this.setInput(c, null);
+      if (c.pendingBytes === 0 && c.pending !== null) this.releasePending(c);
+    }
+    if (this.clientMemory + delta <= budget) return true;
+    const held = (s: Sock) => s.data.heldBytes + (s.data === conn ? delta : 0);
+    const greediest = [...this.open].sort((a, b) => held(b) - held(a));
+    for (const s of greediest) {
+      if (this.clientMemory + delta <= budget) return true;
+      const c = s.data;
+      this.metrics.reject(Reject.ClientMemory);
+      this.logMemory.log({
+        remote: c.remote,
+        heldBytes: held(s),
+        clientMemoryBytes: this.clientMemory + delta,
+        limit: budget,
       });
-    },
-  };
+      this.cut(s, c);
+      if (c === conn) return false;
+    }
+    return this.clientMemory + delta <= budget;
+  }
+
+  /** Drops a connection at once, without its pending answers, and releases what it holds. */
+  private cut(socket: Sock, conn: Connection): void {
+    conn.closing = true;
+    conn.closed = true;
+    this.releaseInput(conn);
+    this.releasePending(conn);
+    socket.terminate();
+  }
+
+  // ---- timeouts -----------------------------------------------------------------------------
+
+  /** Runs every sweep interval: advances the coarse clock and cuts what has timed out. */
+  private sweep(): void {
+    const tick = ++this.tick;
+    const frameTicks = this.frameTicks;
+    const idleTicks = this.idleTicks;
+    for (const socket of this.open) {
+      const conn = socket.data;
+      if (frameTicks > 0 && conn.inputLen > 0 && !conn.closing && tick - conn.frameTick >= frameTicks)
+        this.frameTimedOut(socket, conn);
+      else if (idleTicks > 0 && tick - conn.lastTick >= idleTicks) this.idleTimedOut(socket, conn);
+    }
+    for (const l of this.limitedLogs) l.flush();
+  }
+
+  private frameTimedOut(socket: Sock, conn: Connection): void {
+    this.metrics.reject(Reject.FrameTimeout);
+    this.logFrameTimeout.log({
+      remote: conn.remote,
+      receivedBytes: conn.inputLen,
+      limitMs: this.frameTimeoutMs,
+    });
+    conn.closing = true;
+    if (conn.inputLen >= HEADER_BYTES) {
+      // The header arrived: the client learns which request failed and why.
+      const out = this.out;
+      out.reset();
+      this.errorFrame(
+        conn.input!,
+        0,
+        Code.DeadlineExceeded,
+        `frame not received whole within TCP_FRAME_TIMEOUT_MS (${this.frameTimeoutMs} ms)`,
+      );
+      this.releaseInput(conn);
+      this.send(socket, conn, out.bytes, 0, out.pos);
+      out.reset();
+    }
+    this.closeTimedOut(socket, conn);
+  }
+
+  private idleTimedOut(socket: Sock, conn: Connection): void {
+    this.metrics.reject(Reject.IdleTimeout);
+    this.logIdle.log({ remote: conn.remote, pendingBytes: conn.pendingBytes, limitMs: this.idleTimeoutMs });
+    conn.closing = true;
+    this.closeTimedOut(socket, conn);
+  }
+
+  /** Closes a timed-out connection: gracefully if nothing is pending, else at once (its client is not reading). */
+  private closeTimedOut(socket: Sock, conn: Connection): void {
+    if (conn.closed) return;
+    if (conn.pendingBytes > 0) {
+      this.cut(socket, conn);
+      return;
+    }
+    this.releaseInput(conn);
+    socket.end();
+  }
+
+  /** See unsafeExposeInternals. */
+  static unsafeExposeInternals(server: TcpServer): TcpServerInternals {
+    if (!(server instanceof TcpServerCore)) throw new TypeError("not a server made by startTcpServer");
+    const s = server;
+    return {
+      get clientMemoryBytes() {
+        return s.clientMemory;
+      },
+      connections() {
+        return [...s.open].map(({ data: c }) => ({
+          inputBytes: c.inputLen,
+          pendingBytes: c.pendingBytes,
+          heldBytes: c.heldBytes,
+        }));
+      },
+      get outputCapacity() {
+        return s.out.bytes.length;
+      },
+    };
+  }
 }

@@ -8,13 +8,16 @@ import { HotMetrics } from "./metrics/hot.ts";
 import { createMetricsRegistry } from "./metrics/prometheus.ts";
 import { FeatureService } from "./service/service.ts";
 import { MemoryStore } from "./store/memory.ts";
+import { SqliteBackend, StoreStartError } from "./store/sqlite/backend.ts";
+import { TieredStore } from "./store/tiered.ts";
+import type { DurableStore } from "./store/types.ts";
 import { type HttpServer, startHttpServer } from "./transport/http/server.ts";
 import { startTcpServer, type TcpServer } from "./transport/tcp/server.ts";
 
 export interface RunningServer {
   readonly tcp: TcpServer;
   readonly http: HttpServer;
-  readonly store: MemoryStore;
+  readonly store: DurableStore;
   readonly service: FeatureService;
   readonly metrics: HotMetrics;
   /** True once the store serves and until shutdown starts (the readiness probe). */
@@ -23,14 +26,38 @@ export interface RunningServer {
   shutdown(): Promise<void>;
 }
 
-/** Starts both transports over one store. Ports 0 pick free ports (tests). */
-export function startServer(config: Config, logger: Logger): RunningServer {
-  const store = new MemoryStore({
+/**
+ * Opens the configured store: the cache alone (memory), or the cache in front of the SQLite file
+ * in DATA_DIR, warmed with the most recently written entities. Throws StoreStartError.
+ */
+export function openStore(config: Config, logger: Logger): MemoryStore | TieredStore {
+  const cache = {
     maxEntries: config.cacheSize,
     maxBytes: config.cacheMaxBytes,
     maxEntryBytes: config.cacheMaxEntryBytes,
     shardCount: config.shardCount,
+  };
+  if (config.store === "memory") return new MemoryStore(cache);
+  const backend = new SqliteBackend({ dir: config.dataDir, durability: config.durability });
+  logger.info("store opened", { path: backend.path, durability: config.durability, rows: backend.count() });
+  const store = new TieredStore({
+    cache,
+    backend,
+    checkpointEveryMs: config.durability === "async" ? 1000 : 0,
+    logger,
   });
+  const limit = Math.min(config.warmEntities, config.cacheSize);
+  if (limit > 0) {
+    const started = performance.now();
+    const n = store.warm(limit, (done) => logger.info("warming the cache", { entities: done, of: limit }));
+    logger.info("cache warmed", { entities: n, ms: Math.round(performance.now() - started) });
+  }
+  return store;
+}
+
+/** Starts both transports over one store. Ports 0 pick free ports (tests). */
+export function startServer(config: Config, logger: Logger): RunningServer {
+  const store = openStore(config, logger);
   const service = new FeatureService(store, {
     defaultTtlMs: config.defaultTtlMs,
     maxEntityIdBytes: config.maxEntityIdBytes,
@@ -42,7 +69,8 @@ export function startServer(config: Config, logger: Logger): RunningServer {
   const metrics = new HotMetrics(config.metricsEnabled);
   const registry = createMetricsRegistry({ hot: metrics, cacheStats: () => store.cache.stats() });
   let draining = false;
-  const isReady = () => store.ready && !draining;
+  // Not ready while the store cannot take writes (disk full, I/O errors): reads still work.
+  const isReady = () => store.ready && store.writeFailure === null && !draining;
   const tcp = startTcpServer({
     host: config.host,
     port: config.tcpPort,
@@ -55,6 +83,7 @@ export function startServer(config: Config, logger: Logger): RunningServer {
     idleTimeoutMs: config.tcpIdleTimeoutMs,
     frameTimeoutMs: config.tcpFrameTimeoutMs,
     maxClientMemoryBytes: config.maxClientMemoryBytes,
+    sync: () => store.sync(),
     logRequests: config.logRequests,
   });
   const http = startHttpServer({
@@ -66,6 +95,7 @@ export function startServer(config: Config, logger: Logger): RunningServer {
     maxBodyBytes: config.maxFrameBytes,
     logger,
     isReady,
+    sync: () => store.sync(),
   });
   let stopping: Promise<void> | null = null;
   return {
@@ -83,7 +113,7 @@ export function startServer(config: Config, logger: Logger): RunningServer {
         stopping = Promise.all([
           tcp.drain(config.shutdownTimeoutMs),
           http.stop(config.shutdownTimeoutMs),
-        ]).then(() => {});
+        ]).then(() => store.close());
       }
       return stopping;
     },
@@ -108,6 +138,10 @@ async function main(): Promise<void> {
   try {
     server = startServer(config, logger);
   } catch (err) {
+    if (err instanceof StoreStartError) {
+      logger.error(err.message);
+      process.exit(2);
+    }
     logger.error("failed to start", { err });
     process.exit(1);
   }

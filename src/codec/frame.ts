@@ -22,6 +22,11 @@ export const Method = {
 } as const;
 export type Method = (typeof Method)[keyof typeof Method];
 
+/** True for the methods that change the store, whose answers wait for durability. */
+export function isWriteMethod(method: number): boolean {
+  return method === Method.SetFeatures || method === Method.BatchSet || method === Method.DeleteFeatures;
+}
+
 /** Method names as in the proto service, indexed by method number. */
 export const METHOD_NAMES = [
   "Ping",

@@ -9,8 +9,23 @@ import { shardGeometry } from "../cache/shard.ts";
 
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
+export const STORES = ["sqlite", "memory"] as const;
+export type StoreKind = (typeof STORES)[number];
+export const DURABILITIES = ["sync", "async"] as const;
+export type Durability = (typeof DURABILITIES)[number];
 
 export interface Config {
+  /** Where records live: sqlite (durable, default) or memory (the cache is the store). STORE. */
+  store: StoreKind;
+  /** Directory of the SQLite file, created if missing. DATA_DIR, default ./data. */
+  dataDir: string;
+  /**
+   * When a write is acknowledged with STORE=sqlite: sync (after fsync, default) or async (once
+   * the OS has it; fsync at least once a second). DURABILITY.
+   */
+  durability: Durability;
+  /** Most recently written entities loaded into the cache at start; 0 = none. WARM_ENTITIES, default 100,000. */
+  warmEntities: number;
   /** Address both listeners bind to. HOST, default 0.0.0.0. */
   host: string;
   /** Binary TCP protocol port; 0 picks a free one. TCP_PORT, default 50051. */
@@ -73,6 +88,10 @@ export interface Config {
 }
 
 export const DEFAULTS: Config = {
+  store: "sqlite",
+  dataDir: "./data",
+  durability: "sync",
+  warmEntities: 100_000,
   host: "0.0.0.0",
   tcpPort: 50051,
   httpPort: 8081,
@@ -125,6 +144,16 @@ function bool(env: Env, name: string, def: boolean): boolean {
   if (["1", "true", "yes", "on"].includes(s)) return true;
   if (["0", "false", "no", "off"].includes(s)) return false;
   throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected true or false (default ${def})`);
+}
+
+function oneOf<T extends string>(env: Env, name: string, values: readonly T[], def: T): T {
+  const raw = env[name]?.trim().toLowerCase();
+  if (raw === undefined || raw === "") return def;
+  if (!(values as readonly string[]).includes(raw))
+    throw new ConfigError(
+      `${name}=${JSON.stringify(env[name])} is invalid: expected one of ${values.join(", ")} (default ${def})`,
+    );
+  return raw as T;
 }
 
 /** Reads and validates the configuration; throws ConfigError naming the first bad variable. */
@@ -186,6 +215,10 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const host = env.HOST?.trim() || DEFAULTS.host;
   return {
+    store: oneOf(env, "STORE", STORES, DEFAULTS.store),
+    dataDir: env.DATA_DIR?.trim() || DEFAULTS.dataDir,
+    durability: oneOf(env, "DURABILITY", DURABILITIES, DEFAULTS.durability),
+    warmEntities: int(env, "WARM_ENTITIES", DEFAULTS.warmEntities, 0, 1 << 30),
     host,
     tcpPort: int(env, "TCP_PORT", DEFAULTS.tcpPort, 0, 65535),
     httpPort: int(env, "HTTP_PORT", DEFAULTS.httpPort, 0, 65535),

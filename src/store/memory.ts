@@ -1,11 +1,13 @@
 /** The in-memory record store: the typed-array sharded LRU of src/cache. */
 import { CacheError, type CacheOptions, ShardedLruCache } from "../cache/index.ts";
 import { Code, FeatureStoreError } from "../codec/status.ts";
-import type { RecordStore } from "./types.ts";
+import type { DurableStore } from "./types.ts";
 
-export class MemoryStore implements RecordStore {
+/** The cache is the store (STORE=memory): nothing survives the process; writes are "durable" at once. */
+export class MemoryStore implements DurableStore {
   readonly cache: ShardedLruCache;
   readonly ready = true;
+  readonly writeFailure = null;
   private readonly clock: () => number;
 
   constructor(options: CacheOptions) {
@@ -57,4 +59,8 @@ export class MemoryStore implements RecordStore {
   now(): number {
     return this.clock();
   }
+  sync(): null {
+    return null;
+  }
+  close(): void {}
 }

@@ -2,11 +2,10 @@
  * The store behind the service. Records are opaque byte strings (the encoded feature map of
  * one entity, see src/service/record.ts) keyed by entity-id bytes.
  *
- * Reads are synchronous by contract: `find` answers from memory and hands back a handle to
- * bytes that stay valid until the next write. A later durable or remote tier (an embedded
- * database, Redis Cluster) stands behind the memory store as a near-cache: its hits stay
- * synchronous here, and only its misses will be resolved asynchronously, by the service,
- * through an optional `loadMiss` that this interface reserves.
+ * Reads are synchronous by contract: `find` answers from memory (or, on a miss of the tiered
+ * store, from its embedded backend) and hands back a handle to bytes that stay valid until the
+ * next store call. Writes are applied at once (a later read sees them) and become durable at
+ * the next commit: `sync()` is what a transport awaits before it acknowledges a write.
  */
 export interface RecordStore {
   /** Handle (>= 0) of the live record for key[start,end), or -1. Counts a hit or a miss. */
@@ -27,4 +26,17 @@ export interface RecordStore {
   now(): number;
   /** False until the store can serve (a durable store loading from disk); the readiness probe reads it. */
   readonly ready: boolean;
+}
+
+/** A store whose writes become durable after they are applied (src/store/tiered.ts), or at once (memory). */
+export interface DurableStore extends RecordStore {
+  /**
+   * Resolves once every write applied so far is durable, rejects with a FeatureStoreError if
+   * they could not be made so (none of them is then kept); null when nothing is pending.
+   */
+  sync(): Promise<void> | null;
+  /** Why writes are failing now, for the readiness probe; null while they succeed. */
+  readonly writeFailure: string | null;
+  /** Makes pending writes durable and releases the store's resources. */
+  close(): void;
 }

@@ -1,11 +1,16 @@
 import { describe, expect, test } from "bun:test";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { FeatureStoreClient } from "../../src/client/index.ts";
 import { loadConfig } from "../../src/config/index.ts";
 import { silentLogger } from "../../src/log/index.ts";
 import { startServer } from "../../src/main.ts";
 import { startTestTcpServer } from "./fixture.ts";
 
+// The default store is SQLite in DATA_DIR: each run gets its own directory.
 const SERVER_ENV = {
+  DATA_DIR: mkdtempSync(join(tmpdir(), "fs-lifecycle-")),
   HOST: "127.0.0.1",
   TCP_PORT: "0",
   HTTP_PORT: "0",
@@ -89,7 +94,12 @@ describe("server lifecycle", () => {
 
   test("SIGTERM drains and exits 0; a bad config value exits 2 naming the variable", async () => {
     const proc = Bun.spawn([process.execPath, "src/main.ts"], {
-      env: { ...process.env, ...SERVER_ENV, LOG_LEVEL: "info" },
+      env: {
+        ...process.env,
+        ...SERVER_ENV,
+        DATA_DIR: mkdtempSync(join(tmpdir(), "fs-lifecycle-")),
+        LOG_LEVEL: "info",
+      },
       stdout: "pipe",
       stderr: "pipe",
     });

@@ -15,6 +15,7 @@
  * GET  /metrics  Prometheus text format
  * ```
  */
+import { isWriteMethod } from "../../codec/frame.ts";
 import { Code, FeatureStoreError } from "../../codec/status.ts";
 import { ProtoWriter } from "../../codec/wire.ts";
 import { LimitedLog, type Logger } from "../../log/index.ts";
@@ -64,6 +65,11 @@ export interface HttpServerOptions {
    */
   maxBodyBytes: number;
   logger: Logger;
+  /**
+   * The store's durability point (`DurableStore.sync`): a write is answered once it resolves,
+   * with the store's error if it rejects. Absent: writes are durable at once.
+   */
+  sync?: () => Promise<void> | null;
   /** /ready answers 200 only while this returns true (store loaded, not draining). */
   isReady: () => boolean;
 }
@@ -106,6 +112,12 @@ const textEncoder = new TextEncoder();
 /** Starts the HTTP server. Throws if the port cannot be bound. */
 export function startHttpServer(opts: HttpServerOptions): HttpServer {
   const { service, metrics, logger, maxBodyBytes } = opts;
+  const sync = opts.sync ?? (() => null);
+  /** Waits until a write is durable (the answer is already copied out of the shared writers). */
+  const durable = async (m: MethodInfo): Promise<void> => {
+    const pending = isWriteMethod(m.number) ? sync() : null;
+    if (pending !== null) await pending;
+  };
   const schema = loadSchema();
   const methods = schema.methods;
   /** Response messages are built here; every answer is copied out before the next await. */
@@ -235,6 +247,7 @@ export function startHttpServer(opts: HttpServerOptions): HttpServer {
       } else body = await readBody(req, maxBodyBytes, deadline);
       if (deadline !== undefined && Date.now() >= deadline) throw deadlineExceeded();
       const result = callConnect(m, binary, body);
+      await durable(m);
       return new Response(result, { headers: binary ? PROTO_HEADERS : JSON_HEADERS });
     } catch (err) {
       const e = FeatureStoreError.from(err);
@@ -308,7 +321,9 @@ export function startHttpServer(opts: HttpServerOptions): HttpServer {
       out.bytes[0] = 0;
       writeU32BE(out.bytes, 1, out.pos - PREFIX_BYTES);
       out.raw(OK_TRAILERS);
-      return new Response(v.text ? out.view().toBase64() : out.finish(), { headers: v.headers });
+      const answer = v.text ? out.view().toBase64() : out.finish();
+      await durable(m);
+      return new Response(answer, { headers: v.headers });
     } catch (err) {
       const e = FeatureStoreError.from(err);
       code = e.code;

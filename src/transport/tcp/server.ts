@@ -23,7 +23,7 @@
  * rate-limited (LimitedLog), so no client can flood the log.
  */
 import type { Socket, TCPSocketListener } from "bun";
-import { HEADER_BYTES, METHOD_NAMES, readU32, writeHeader } from "../../codec/frame.ts";
+import { HEADER_BYTES, isWriteMethod, METHOD_NAMES, readU32, writeHeader } from "../../codec/frame.ts";
 import { Code, FeatureStoreError } from "../../codec/status.ts";
 import { ProtoWriter } from "../../codec/wire.ts";
 import { DEFAULTS } from "../../config/index.ts";
@@ -62,6 +62,12 @@ export interface TcpServerOptions {
    * allocated or grown. Default 256 MiB (MAX_CLIENT_MEMORY_BYTES).
    */
   maxClientMemoryBytes?: number;
+  /**
+   * The store's durability point (`DurableStore.sync`): after a write, resolves once it is
+   * durable, rejects if it cannot be made so. Write answers are held until then, with every
+   * answer after them on the same connection. Absent: writes are durable at once.
+   */
+  sync?: () => Promise<void> | null;
   /** Log every request at debug level. */
   logRequests?: boolean;
 }
@@ -172,6 +178,11 @@ class Connection {
   lastTick: number;
   /** Sweep tick at which the frame in `input` started to arrive (frame timeout). */
   frameTick = 0;
+  /**
+   * Answers waiting for a write to be durable, in order: each data event that wrote adds one
+   * segment (its answers from the first write on); answers after a held one wait behind it.
+   */
+  held: HeldAnswers[] | null = null;
 
   constructor(
     readonly remote: string,
@@ -191,6 +202,13 @@ class Connection {
 }
 
 type Sock = Socket<Connection>;
+
+/** Answers of one data event that wait for the commit of the writes among them. */
+interface HeldAnswers {
+  bytes: Uint8Array;
+  /** Undefined while the commit is pending; null once durable; the error if it failed. */
+  outcome: FeatureStoreError | null | undefined;
+}
 
 function nonNegative(name: string, value: number | undefined, def: number): number {
   const v = value ?? def;
@@ -216,6 +234,9 @@ class TcpServerCore implements TcpServer {
   private readonly maxClientMemoryBytes: number;
   private readonly idleTimeoutMs: number;
   private readonly frameTimeoutMs: number;
+  private readonly sync: () => Promise<void> | null;
+  /** Where in `out` this data event's first write answer starts (answers from there are held), or -1. */
+  private holdFrom = -1;
   /** Answers of the current data event; shared by all connections (one event at a time). */
   private readonly out = new ProtoWriter(OUT_BYTES);
   private readonly open = new Set<Sock>();
@@ -260,6 +281,7 @@ class TcpServerCore implements TcpServer {
     this.idleTimeoutMs = idleMs;
     this.frameTimeoutMs = nonNegative("frameTimeoutMs", opts.frameTimeoutMs, DEFAULTS.tcpFrameTimeoutMs);
     this.maxClientMemoryBytes = opts.maxClientMemoryBytes ?? DEFAULTS.maxClientMemoryBytes;
+    this.sync = opts.sync ?? (() => null);
     if (!(this.maxClientMemoryBytes > 0))
       throw new RangeError(
         `TcpServerOptions.maxClientMemoryBytes must be > 0, got ${this.maxClientMemoryBytes}`,
@@ -365,6 +387,7 @@ class TcpServerCore implements TcpServer {
     conn.lastTick = this.tick;
     const out = this.out;
     out.reset();
+    this.holdFrom = conn.held === null ? -1 : 0;
     let at = 0;
     if (conn.inputLen > 0) at = this.continueFrame(conn, data);
     if (!conn.closing) {
@@ -376,11 +399,11 @@ class TcpServerCore implements TcpServer {
       if (conn.closing) this.releaseInput(conn);
       else if (conn.inputLen === 0 && conn.input !== null && conn.input.length > KEEP_INPUT)
         this.setInput(conn, null);
-      if (out.pos > 0) this.send(socket, conn, out.bytes, 0, out.pos);
+      this.flushOut(socket, conn);
     }
     if (out.bytes.length > OUT_SHRINK_ABOVE) out.bytes = new Uint8Array(OUT_BYTES);
     if (conn.closed) return;
-    if (conn.closing && conn.pendingBytes === 0) socket.end();
+    if (conn.closing && conn.pendingBytes === 0 && conn.held === null) socket.end();
     else if (this.draining) this.endIfIdle(socket);
   }
 
@@ -396,7 +419,7 @@ class TcpServerCore implements TcpServer {
     if (conn.pendingBytes === 0) {
       conn.pendingStart = conn.pendingEnd = 0;
       if (p.length > KEEP_PENDING) this.setPending(conn, null);
-      if (conn.closing) socket.end();
+      if (conn.closing && conn.held === null) socket.end();
       else if (this.draining) this.endIfIdle(socket);
     }
   }
@@ -441,8 +464,7 @@ class TcpServerCore implements TcpServer {
       this.answer(buf, at, bodyStart, bodyEnd);
       at = bodyEnd;
       if (out.pos >= OUT_FLUSH_BYTES) {
-        this.send(socket, conn, out.bytes, 0, out.pos);
-        out.reset();
+        this.flushOut(socket, conn);
         if (conn.closing) return at;
       }
     }
@@ -553,6 +575,7 @@ class TcpServerCore implements TcpServer {
     let code: number = Code.OK;
     try {
       this.service.handle(method, buf, bodyStart, bodyEnd, out);
+      if (this.holdFrom < 0 && isWriteMethod(method) && this.sync() !== null) this.holdFrom = headerAt;
     } catch (err) {
       code = this.failed(err, method, requestId, headerAt);
     }
@@ -628,6 +651,85 @@ class TcpServerCore implements TcpServer {
 
   // ---- output -------------------------------------------------------------------------------
 
+  /**
+   * Sends the answers in `out` and rewinds it: those before the first write of this event go
+   * now, the rest are held until that write is durable (behind whatever the connection holds).
+   */
+  private flushOut(socket: Sock, conn: Connection): void {
+    const out = this.out;
+    const from = this.holdFrom;
+    if (from < 0) {
+      if (out.pos > 0) this.send(socket, conn, out.bytes, 0, out.pos);
+    } else {
+      if (from > 0) this.send(socket, conn, out.bytes, 0, from);
+      if (out.pos > from) this.hold(socket, conn, out.bytes.slice(from, out.pos));
+      this.holdFrom = 0; // later answers of this event wait behind these
+    }
+    out.reset();
+  }
+
+  private hold(socket: Sock, conn: Connection, bytes: Uint8Array): void {
+    const segment: HeldAnswers = { bytes, outcome: undefined };
+    (conn.held ??= []).push(segment);
+    const pending = this.sync();
+    if (pending === null) {
+      segment.outcome = null;
+      this.release(socket, conn);
+      return;
+    }
+    pending.then(
+      () => {
+        segment.outcome = null;
+        this.release(socket, conn);
+      },
+      (err: unknown) => {
+        segment.outcome = FeatureStoreError.from(err);
+        this.release(socket, conn);
+      },
+    );
+  }
+
+  /** Sends the held segments whose commit has settled, in order; a failed commit fails its writes. */
+  private release(socket: Sock, conn: Connection): void {
+    const held = conn.held;
+    if (held === null || conn.closed) return;
+    while (held.length > 0 && held[0]!.outcome !== undefined) {
+      const { bytes, outcome } = held.shift()!;
+      const answers = outcome === null || outcome === undefined ? bytes : this.failWrites(bytes, outcome);
+      this.send(socket, conn, answers, 0, answers.length);
+      if (conn.closed) return;
+    }
+    if (held.length > 0) return;
+    conn.held = null;
+    if (conn.closing && conn.pendingBytes === 0) socket.end();
+    else if (this.draining) this.endIfIdle(socket);
+  }
+
+  /** The held answers with every successful write answer replaced by the commit's error. */
+  private failWrites(bytes: Uint8Array, err: FeatureStoreError): Uint8Array {
+    const out = new ProtoWriter(bytes.length + 256);
+    for (let at = 0; at < bytes.length; ) {
+      const end = at + HEADER_BYTES + readU32(bytes, at);
+      const method = bytes[at + 8]!;
+      if (isWriteMethod(method) && bytes[at + 9] === Code.OK) {
+        const headerAt = out.pos;
+        out.ensure(HEADER_BYTES);
+        out.pos += HEADER_BYTES;
+        out.utf8(err.message);
+        writeHeader(
+          out.bytes,
+          headerAt,
+          out.pos - headerAt - HEADER_BYTES,
+          readU32(bytes, at + 4),
+          method,
+          err.code,
+        );
+      } else out.raw(bytes, at, end);
+      at = end;
+    }
+    return out.view();
+  }
+
   /** Writes bytes[start,end) to the socket, keeping what the kernel does not take. */
   private send(socket: Sock, conn: Connection, bytes: Uint8Array, start: number, end: number): void {
     let written = 0;
@@ -679,7 +781,7 @@ class TcpServerCore implements TcpServer {
 
   private endIfIdle(socket: Sock): void {
     const conn = socket.data;
-    if (conn.pendingBytes === 0 && conn.inputLen === 0) {
+    if (conn.pendingBytes === 0 && conn.inputLen === 0 && conn.held === null) {
       conn.closing = true;
       socket.end();
     }

@@ -1,0 +1,232 @@
+/**
+ * The hot tier in front of a durable backend: the typed-array cache answers hits synchronously
+ * and without allocation, exactly as the memory store does; a miss reads the backend, fills the
+ * cache, and answers. Absence is cached too (a one-byte marker no record can be), so a read of
+ * an entity that does not exist costs one backend read until a write of it.
+ *
+ * Writes go to the backend's open transaction and to the cache at once, so a read that follows
+ * a write sees it before the write is acknowledged (Redis applies in memory, then logs). The
+ * commit runs once per event-loop turn (group commit); `sync()` is what a transport awaits
+ * before acknowledging a write. If the commit fails, every write of that turn fails, the cache
+ * is cleared (it may hold what the file refused) and refills from the file.
+ *
+ * Records too large for the cache's segments are kept in the backend only and served through a
+ * one-record side buffer (`LARGE`), valid like any handle until the next store call.
+ */
+import { CacheError, type CacheOptions, ShardedLruCache } from "../cache/index.ts";
+import { Code, FeatureStoreError } from "../codec/status.ts";
+import type { Logger } from "../log/index.ts";
+import type { SqliteBackend } from "./sqlite/backend.ts";
+import type { DurableStore } from "./types.ts";
+
+/** Cached for an entity known to be absent: a record never starts with a 0 byte (tag 0 is invalid). */
+const ABSENT = new Uint8Array([0]);
+/** The handle of a record served from the side buffer. */
+const LARGE = 0x7fffffff;
+/** How often expired rows are purged, ms; each step deletes at most PURGE_BATCH rows. */
+const PURGE_EVERY_MS = 1000;
+
+export interface TieredStoreOptions {
+  cache: CacheOptions;
+  backend: SqliteBackend;
+  /** Async durability: checkpoint (fsync) the backend this often, ms. 0 = never (sync mode fsyncs every commit). */
+  checkpointEveryMs: number;
+  logger: Logger;
+}
+
+export class TieredStore implements DurableStore {
+  readonly cache: ShardedLruCache;
+  readonly backend: SqliteBackend;
+  private readonly clock: () => number;
+  private readonly logger: Logger;
+  private large: Uint8Array = ABSENT;
+  private batch: Promise<void> | null = null;
+  private settle: ((err?: FeatureStoreError) => void) | null = null;
+  private failure: string | null = null;
+  private readonly timers: ReturnType<typeof setInterval>[] = [];
+  private closed = false;
+
+  constructor(opts: TieredStoreOptions) {
+    this.cache = new ShardedLruCache(opts.cache);
+    this.backend = opts.backend;
+    this.clock = opts.cache.now ?? Date.now;
+    this.logger = opts.logger;
+    this.timers.push(setInterval(() => this.purge(), PURGE_EVERY_MS));
+    if (opts.checkpointEveryMs > 0)
+      this.timers.push(setInterval(() => this.backend.checkpoint(), opts.checkpointEveryMs));
+    for (const t of this.timers) t.unref();
+  }
+
+  get ready(): boolean {
+    return !this.closed;
+  }
+
+  /** Why writes are failing now (the readiness probe shows it), or null. */
+  get writeFailure(): string | null {
+    return this.failure;
+  }
+
+  find(key: Uint8Array, start: number, end: number): number {
+    const cache = this.cache;
+    const h = cache.find(key, start, end);
+    if (h >= 0) {
+      if (cache.valueLength(h) === 1 && cache.arenaOf(h)[cache.valueOffset(h)] === 0) return -1;
+      return h;
+    }
+    return this.load(key, start, end);
+  }
+
+  /** A miss: reads the backend and fills the cache (the record, or the absence marker). */
+  private load(key: Uint8Array, start: number, end: number): number {
+    const id = key.subarray(start, end);
+    const stored = this.backend.read(id);
+    if (stored === null) {
+      this.cache.set(key, ABSENT, 0, start, end);
+      return -1;
+    }
+    const ttl = stored.expiresAt === 0 ? 0 : Math.max(1, stored.expiresAt - this.clock());
+    if (end - start + stored.record.length > this.cache.maxEntryBytes) {
+      this.large = stored.record;
+      this.largeExpiresAt = stored.expiresAt;
+      return LARGE;
+    }
+    this.cache.set(key, stored.record, ttl, start, end);
+    return this.cache.find(key, start, end);
+  }
+  private largeExpiresAt = 0;
+
+  arena(handle: number): Uint8Array {
+    return handle === LARGE ? this.large : this.cache.arenaOf(handle);
+  }
+  offset(handle: number): number {
+    return handle === LARGE ? 0 : this.cache.valueOffset(handle);
+  }
+  length(handle: number): number {
+    return handle === LARGE ? this.large.length : this.cache.valueLength(handle);
+  }
+  copyTo(handle: number, dst: Uint8Array, at: number): number {
+    if (handle !== LARGE) return this.cache.copyValue(handle, dst, at);
+    dst.set(this.large, at);
+    return this.large.length;
+  }
+  expiresAt(handle: number): number {
+    return handle === LARGE ? this.largeExpiresAt : this.cache.expiresAt(handle);
+  }
+  now(): number {
+    return this.clock();
+  }
+
+  write(key: Uint8Array, start: number, end: number, record: Uint8Array, ttlMs: number): void {
+    const expiresAt = ttlMs === 0 ? 0 : this.clock() + ttlMs;
+    this.backendWrite(() => this.backend.put(key.subarray(start, end), record, expiresAt));
+    try {
+      if (end - start + record.length <= this.cache.maxEntryBytes)
+        this.cache.set(key, record, ttlMs, start, end);
+      else this.cache.delete(key, start, end); // served from the backend from now on
+    } catch (err) {
+      if (err instanceof CacheError) this.cache.delete(key, start, end);
+      else throw err;
+    }
+  }
+
+  remove(key: Uint8Array, start: number, end: number): boolean {
+    if (this.find(key, start, end) < 0) return false;
+    this.backendWrite(() => this.backend.delete(key.subarray(start, end)));
+    this.cache.set(key, ABSENT, 0, start, end);
+    return true;
+  }
+
+  /** Runs a backend write in the turn's batch; a failure fails the whole batch. */
+  private backendWrite(f: () => void): void {
+    if (this.closed) throw new FeatureStoreError(Code.Unavailable, "the server is shutting down");
+    this.openBatch();
+    try {
+      f();
+    } catch (err) {
+      const e = FeatureStoreError.from(err);
+      this.fail(e);
+      throw e;
+    }
+  }
+
+  private openBatch(): void {
+    if (this.batch !== null) return;
+    this.batch = new Promise<void>((resolve, reject) => {
+      this.settle = (err) => (err === undefined ? resolve() : reject(err));
+    });
+    // A batch nobody awaits (an embedded caller) must not become an unhandled rejection.
+    this.batch.catch(() => {});
+    setImmediate(() => this.commit());
+  }
+
+  /** Resolves once every write made so far is durable; rejects with the commit's error. Null when nothing is pending. */
+  sync(): Promise<void> | null {
+    return this.batch;
+  }
+
+  /** Commits the turn's writes now (also called by the scheduled commit and at close). */
+  commit(): void {
+    const settle = this.settle;
+    if (settle === null) return;
+    this.batch = null;
+    this.settle = null;
+    try {
+      this.backend.commit();
+    } catch (err) {
+      const e = FeatureStoreError.from(err);
+      this.recordFailure(e);
+      settle(e);
+      return;
+    }
+    if (this.failure !== null) {
+      this.logger.info("store writes succeed again", { path: this.backend.path });
+      this.failure = null;
+    }
+    settle();
+  }
+
+  /** A write failed before the commit: the turn's earlier writes are rolled back with it. */
+  private fail(e: FeatureStoreError): void {
+    const settle = this.settle;
+    this.batch = null;
+    this.settle = null;
+    this.recordFailure(e);
+    settle?.(e);
+  }
+
+  private recordFailure(e: FeatureStoreError): void {
+    // The cache may hold writes the file refused: drop it all, reads refill from the file.
+    this.cache.clear();
+    if (this.failure === null)
+      this.logger.error("store writes failing", { path: this.backend.path, err: e.message });
+    this.failure = e.message;
+  }
+
+  private purge(): void {
+    if (this.batch !== null) return;
+    const started = performance.now();
+    // Bounded steps: at most ~1 ms of purging per tick.
+    while (this.backend.purgeExpired() > 0 && performance.now() - started < 1) {}
+  }
+
+  /** Fills the cache with the most recently written entities; returns how many. */
+  warm(limit: number, progress: (n: number) => void): number {
+    let n = 0;
+    const now = this.clock();
+    for (const { id, record, expiresAt } of this.backend.recent(limit)) {
+      if (id.length + record.length <= this.cache.maxEntryBytes)
+        this.cache.set(id, record, expiresAt === 0 ? 0 : Math.max(1, expiresAt - now));
+      if (++n % 100_000 === 0) progress(n);
+    }
+    return n;
+  }
+
+  /** Commits what is pending, stops the timers and closes the file. */
+  close(): void {
+    if (this.closed) return;
+    this.commit();
+    this.closed = true;
+    for (const t of this.timers) clearInterval(t);
+    this.backend.close();
+  }
+}

@@ -11,6 +11,12 @@
  * - Input accepts the proto name (`entity_id`) and the JSON name (`entityId`); a field given
  *   under both, an unknown field, two members of one oneof, or a value of the wrong JSON type
  *   is INVALID_ARGUMENT naming the field. `null` means the field's default.
+ * - A key given twice in one JSON object (a field, or a map entry such as one feature name)
+ *   is INVALID_ARGUMENT: bodies are read by json-parse.ts, not JSON.parse, which keeps the last.
+ * - A string that becomes a protobuf string (values, list items, map keys) must be well-formed
+ *   UTF-16: a lone surrogate, such as the escape `"\ud800"`, has no UTF-8 encoding (TextEncoder
+ *   would write U+FFFD, so "a\ud800" and "a\udbff" would name one entity). It is
+ *   INVALID_ARGUMENT naming the field, as invalid UTF-8 is on the binary path.
  * - 64-bit integers: a JSON string on output, a string or a number on input. 32-bit integers
  *   are numbers, also accepted as strings. Floats also take "NaN", "Infinity", "-Infinity".
  * - bytes: standard base64 with padding on output; standard or URL-safe, padded or not, on input.
@@ -20,6 +26,7 @@
 import { invalidArgument } from "../../codec/status.ts";
 import { ProtoReader, type ProtoWriter, WireType } from "../../codec/wire.ts";
 import { decodeBase64 } from "./base64.ts";
+import { parseJsonStrict } from "./json-parse.ts";
 import type { FieldInfo, MessageInfo, ScalarType } from "./schema.ts";
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -32,7 +39,8 @@ const utf8Encoder = new TextEncoder();
 
 /**
  * Parses a JSON request body (UTF-8 bytes) as message `info` and appends its binary encoding
- * to `w`. Malformed UTF-8, malformed JSON and any mapping error are INVALID_ARGUMENT.
+ * to `w`. Malformed UTF-8, malformed JSON, a duplicate key, nesting deeper than MAX_JSON_DEPTH
+ * and any mapping error are INVALID_ARGUMENT.
  */
 export function jsonBytesToBinary(info: MessageInfo, body: Uint8Array, w: ProtoWriter): void {
   let text: string;
@@ -41,13 +49,7 @@ export function jsonBytesToBinary(info: MessageInfo, body: Uint8Array, w: ProtoW
   } catch {
     throw invalidArgument("request body is not valid UTF-8");
   }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (err) {
-    throw invalidArgument(`request body is not valid JSON: ${(err as Error).message}`);
-  }
-  jsonToBinary(info, value, w);
+  jsonToBinary(info, parseJsonStrict(text), w);
 }
 
 /** Appends the binary encoding of the JSON value `json` (a parsed object) as message `info`. */
@@ -140,6 +142,8 @@ function writeMap(f: FieldInfo, v: unknown, w: ProtoWriter, at: string): void {
   if (!isObject(v)) throw wrongType(at, "a JSON object (map)", v);
   const keyType = f.mapKey!;
   for (const k of Object.keys(v)) {
+    if (keyType === "string" && !k.isWellFormed())
+      throw invalidArgument(`"${at}[${JSON.stringify(k)}]": a map key ${notWellFormed(k)}`);
     const entryAt = `${at}["${k}"]`;
     const value = v[k];
     if (value === null) throw invalidArgument(`"${entryAt}": a map value must not be null`);
@@ -191,6 +195,7 @@ function parseScalar(t: ScalarType, v: unknown, at: string): Scalar {
   switch (t) {
     case "string":
       if (typeof v !== "string") throw wrongType(at, "a string", v);
+      if (!v.isWellFormed()) throw invalidArgument(`"${at}" ${notWellFormed(v)}`);
       return v;
     case "bool":
       if (typeof v !== "boolean") throw wrongType(at, "true or false", v);
@@ -597,6 +602,26 @@ function describe(v: unknown): string {
   if (typeof v === "object") return "an object";
   if (typeof v === "string") return `the string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)}`;
   return `${typeof v} ${String(v)}`;
+}
+
+/** Why `s` (not well-formed UTF-16) is refused; escapes it, so the message itself is well-formed. */
+function notWellFormed(s: string): string {
+  let i = 0;
+  for (; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0xd800 || c > 0xdfff) continue;
+    if (c <= 0xdbff && i + 1 < s.length) {
+      const next = s.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        i++;
+        continue;
+      }
+    }
+    break;
+  }
+  const unit = s.charCodeAt(i).toString(16);
+  const shown = JSON.stringify(s.length > 40 ? `${s.slice(0, 40)}…` : s);
+  return `must be valid Unicode, got ${shown} with a lone surrogate \\u${unit} at index ${i}: it has no UTF-8 encoding`;
 }
 
 function wrongType(at: string, expected: string, got: unknown) {

@@ -8,7 +8,7 @@ import { HotMetrics } from "./metrics/hot.ts";
 import { createMetricsRegistry } from "./metrics/prometheus.ts";
 import { FeatureService } from "./service/service.ts";
 import { MemoryStore } from "./store/memory.ts";
-import { SqliteBackend, StoreStartError } from "./store/sqlite/backend.ts";
+import { StoreStartError } from "./store/sqlite/backend.ts";
 import { TieredStore } from "./store/tiered.ts";
 import type { DurableStore } from "./store/types.ts";
 import { type HttpServer, startHttpServer } from "./transport/http/server.ts";
@@ -38,13 +38,11 @@ export function openStore(config: Config, logger: Logger): MemoryStore | TieredS
     shardCount: config.shardCount,
   };
   if (config.store === "memory") return new MemoryStore(cache);
-  const backend = new SqliteBackend({ dir: config.dataDir, durability: config.durability });
-  logger.info("store opened", { path: backend.path, durability: config.durability, rows: backend.count() });
-  const store = new TieredStore({
-    cache,
-    backend,
-    checkpointEveryMs: config.durability === "async" ? 1000 : 0,
-    logger,
+  const store = TieredStore.open({ dir: config.dataDir, durability: config.durability, cache, logger });
+  logger.info("store opened", {
+    path: store.backend.path,
+    durability: config.durability,
+    rows: store.backend.count(),
   });
   const limit = Math.min(config.warmEntities, config.cacheSize);
   if (limit > 0) {

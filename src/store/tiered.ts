@@ -15,14 +15,16 @@
  */
 import { CacheError, type CacheOptions, ShardedLruCache } from "../cache/index.ts";
 import { Code, FeatureStoreError } from "../codec/status.ts";
-import type { Logger } from "../log/index.ts";
-import type { SqliteBackend } from "./sqlite/backend.ts";
+import { type Logger, silentLogger } from "../log/index.ts";
+import { type Durability, SqliteBackend } from "./sqlite/backend.ts";
 import type { DurableStore } from "./types.ts";
 
 /** Cached for an entity known to be absent: a record never starts with a 0 byte (tag 0 is invalid). */
 const ABSENT = new Uint8Array([0]);
 /** The handle of a record served from the side buffer. */
 const LARGE = 0x7fffffff;
+/** DURABILITY=async: the WAL is fsynced (checkpointed) this often, ms (Redis' appendfsync everysec). */
+export const ASYNC_FSYNC_EVERY_MS = 1000;
 /** How often expired rows are purged, ms; each step deletes at most PURGE_BATCH rows. */
 const PURGE_EVERY_MS = 1000;
 
@@ -45,6 +47,22 @@ export class TieredStore implements DurableStore {
   private failure: string | null = null;
   private readonly timers: ReturnType<typeof setInterval>[] = [];
   private closed = false;
+
+  /** Opens the SQLite file in `dir` behind a cache; throws StoreStartError. */
+  static open(opts: {
+    dir: string;
+    durability: Durability;
+    cache: CacheOptions;
+    logger?: Logger;
+  }): TieredStore {
+    const backend = new SqliteBackend({ dir: opts.dir, durability: opts.durability, now: opts.cache.now });
+    return new TieredStore({
+      cache: opts.cache,
+      backend,
+      checkpointEveryMs: opts.durability === "async" ? ASYNC_FSYNC_EVERY_MS : 0,
+      logger: opts.logger ?? silentLogger,
+    });
+  }
 
   constructor(opts: TieredStoreOptions) {
     this.cache = new ShardedLruCache(opts.cache);
@@ -164,10 +182,13 @@ export class TieredStore implements DurableStore {
     return this.batch;
   }
 
-  /** Commits the turn's writes now (also called by the scheduled commit and at close). */
-  commit(): void {
+  /**
+   * Commits the turn's writes now (also called by the scheduled commit and at close); returns
+   * the error that failed them, or null once they are durable (or when nothing was pending).
+   */
+  commit(): FeatureStoreError | null {
     const settle = this.settle;
-    if (settle === null) return;
+    if (settle === null) return null;
     this.batch = null;
     this.settle = null;
     try {
@@ -176,13 +197,14 @@ export class TieredStore implements DurableStore {
       const e = FeatureStoreError.from(err);
       this.recordFailure(e);
       settle(e);
-      return;
+      return e;
     }
     if (this.failure !== null) {
       this.logger.info("store writes succeed again", { path: this.backend.path });
       this.failure = null;
     }
     settle();
+    return null;
   }
 
   /** A write failed before the commit: the turn's earlier writes are rolled back with it. */

@@ -226,7 +226,9 @@ export class SqliteBackend {
     try {
       this.commit();
     } finally {
-      this.db.close();
+      // A statement left unfinalized would keep the file (and its exclusive lock) open.
+      for (const st of [this.getStmt, this.putStmt, this.delStmt, this.purgeStmt]) st.finalize();
+      this.db.close(true);
     }
   }
 

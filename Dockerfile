@@ -39,17 +39,25 @@ FROM oven/bun:1.4.5-slim@${BUN_DIGEST:?} AS runtime
 WORKDIR /app
 ENV NODE_ENV=production \
     TCP_PORT=50051 \
-    HTTP_PORT=8081
+    HTTP_PORT=8081 \
+    DATA_DIR=/app/data
 COPY --from=deps --chown=bun:bun /app/node_modules ./node_modules
 COPY --chown=bun:bun package.json ./
 COPY --chown=bun:bun proto ./proto
 COPY --chown=bun:bun src ./src
+# The durable store (STORE=sqlite, the default) keeps features.db and its WAL in DATA_DIR, which
+# the non-root user must own; mount a volume there (-v featurestore-data:/app/data) to keep the
+# data across containers. One server per directory: the file is locked while a server runs.
+RUN mkdir -p /app/data && chown bun:bun /app/data
+VOLUME ["/app/data"]
 USER bun
 EXPOSE 50051 8081
 # Liveness: /health is 200 while the process serves, so Docker marks a hung or dead server
 # unhealthy. It is not readiness: /ready (503 while loading or draining) is for load balancers
 # and orchestrators deciding where to send traffic; a draining server is still healthy.
-HEALTHCHECK --interval=10s --timeout=2s --start-period=5s --retries=3 \
+# The start period covers opening, checking and warming the cache from DATA_DIR, during which
+# the listeners are not open yet (WARM_ENTITIES, default 100,000).
+HEALTHCHECK --interval=10s --timeout=2s --start-period=60s --retries=3 \
   CMD ["bun", "-e", "fetch('http://127.0.0.1:'+(process.env.HTTP_PORT||8081)+'/health').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # Exec form: bun is PID 1 and receives SIGTERM itself; it drains and exits 0 within SHUTDOWN_TIMEOUT_MS.
 STOPSIGNAL SIGTERM

@@ -58,6 +58,8 @@ export interface Results {
     limits: Record<string, number>;
     /** RSS bound checked: idle RSS + this. */
     rssBoundBytes: number;
+    /** Server settings beyond the defaults (--env). */
+    serverEnv: Record<string, string>;
   };
   phases: PhaseResult[];
   totalSeconds: number;
@@ -109,7 +111,14 @@ export function markdown(r: Results): string {
   L.push(
     `A fresh server per class (${r.config.entities.toLocaleString("en-US")} entities + one ${BIG_BYTES / 1000} KB entity loaded); ` +
       `the canary sends one GetFeatures every ${r.config.periodUs} µs on its own connection, open loop, latency from the ` +
-      `scheduled send time; each class runs for ${r.config.windowMs / 1000} s (idle: ${r.config.idleMs / 1000} s). ${r.pinning}.`,
+      `scheduled send time; each class runs for ${r.config.windowMs / 1000} s (idle: ${r.config.idleMs / 1000} s). ${r.pinning}. ` +
+      `Server settings: ${
+        Object.keys(r.config.serverEnv).length
+          ? Object.entries(r.config.serverEnv)
+              .map(([k, v]) => `${k}=${v}`)
+              .join(" ")
+          : "the defaults"
+      } (an empty DATA_DIR per class).`,
   );
   L.push(
     `Targets: canary p99 ≤ ${CANARY_P99_TARGET_US / 1000} ms with nothing lost; server RSS peak ≤ its idle RSS + ` +

@@ -7,9 +7,11 @@
  * bun run bench:abuse                               every class (< 3 minutes)
  * bun run bench:abuse -- --only slowloris_200x4mib,never_reads
  * bun run bench:abuse -- --window 3000 --idle 4000 --period-us 1000 --no-pin --keep-logs
+ * bun run bench:abuse -- --env STORE=memory --env DURABILITY=async     server settings
  * ```
  *
- * Per class: a fresh server (`bun src/main.ts`, default limits, pinned to CPU 0) is loaded;
+ * Per class: a fresh server (`bun src/main.ts`, default settings, its own empty DATA_DIR,
+ * pinned to CPU 0) is loaded;
  * the canary (canary.ts) and the abuser (abuser.ts, niced) start on CPU 1 and prepare; both get
  * "go"; the window runs; the server's RSS is sampled every RSS_SAMPLE_MS and its log lines are
  * counted; then both children are killed, a new connection's Ping measures recovery, and the
@@ -62,6 +64,8 @@ interface Options {
   pin: boolean;
   keepLogs: boolean;
   out: string;
+  /** Server settings beyond the defaults (--env KEY=VALUE). */
+  env: Record<string, string>;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -73,6 +77,7 @@ function parseArgs(argv: string[]): Options {
     pin: true,
     keepLogs: false,
     out: resolve(ROOT, "bench/results/abuse"),
+    env: {},
   };
   const num = (name: string, v: string | undefined, min: number, max: number): number => {
     const n = Number(v);
@@ -95,9 +100,14 @@ function parseArgs(argv: string[]): Options {
     else if (a === "--no-pin") o.pin = false;
     else if (a === "--keep-logs") o.keepLogs = true;
     else if (a === "--out") o.out = resolve(argv[++i] ?? o.out);
-    else
+    else if (a === "--env") {
+      const kv = argv[++i] ?? "";
+      const eq = kv.indexOf("=");
+      if (eq <= 0) throw new Error(`--env ${JSON.stringify(kv)}: expected KEY=VALUE`);
+      o.env[kv.slice(0, eq)] = kv.slice(eq + 1);
+    } else
       throw new Error(
-        `unknown option ${a} (--only, --window, --idle, --period-us, --no-pin, --keep-logs, --out)`,
+        `unknown option ${a} (--only, --window, --idle, --period-us, --no-pin, --keep-logs, --out, --env)`,
       );
   }
   return o;
@@ -119,7 +129,11 @@ interface Server {
  * Starts `bun src/main.ts` with default limits, its stdout and stderr going to files (through
  * `sh -c exec`, so the PID measured is the server's own), then loads the entities.
  */
-async function startServer(name: string, cpus: string | undefined): Promise<Server> {
+async function startServer(
+  name: string,
+  cpus: string | undefined,
+  env: Record<string, string>,
+): Promise<Server> {
   const tcpPort = freePort();
   const httpPort = freePort();
   const outFile = `${TMP}/${name}.stdout`;
@@ -135,6 +149,9 @@ async function startServer(name: string, cpus: string | undefined): Promise<Serv
       HTTP_PORT: String(httpPort),
       LOG_LEVEL: "info",
       SHUTDOWN_TIMEOUT_MS: "1000",
+      // A durable store starts empty for every class: no class inherits another's data or lock.
+      DATA_DIR: `${TMP}/${name}.data`,
+      ...env,
     },
   });
   try {
@@ -142,30 +159,35 @@ async function startServer(name: string, cpus: string | undefined): Promise<Serv
     await waitForPort(httpPort, proc, 5_000);
   } catch (err) {
     await proc.stop(500);
-    throw new Error(`${(err as Error).message}\n${tailOf(errFile)}`);
+    throw new Error(`${(err as Error).message.split("\n")[0]} ${tailOf(errFile)}`);
   }
   const srv = { proc, tcpPort, httpPort, outFile, errFile };
-  await loadOurs(srv, ENTITIES);
-  const client = await FeatureStoreClient.connect({
-    servers: [`127.0.0.1:${tcpPort}`],
-    connectionsPerServer: 1,
-    deadlineMs: 10_000,
-  });
   try {
-    await client.setFeatures(
-      BIG_ENTITY,
-      { [BIG_FEATURE]: new Uint8Array(BIG_BYTES).fill(7) },
-      { replace: true },
-    );
-  } finally {
-    await client.close();
+    await loadOurs(srv, ENTITIES);
+    const client = await FeatureStoreClient.connect({
+      servers: [`127.0.0.1:${tcpPort}`],
+      connectionsPerServer: 1,
+      deadlineMs: 10_000,
+    });
+    try {
+      await client.setFeatures(
+        BIG_ENTITY,
+        { [BIG_FEATURE]: new Uint8Array(BIG_BYTES).fill(7) },
+        { replace: true },
+      );
+    } finally {
+      await client.close();
+    }
+  } catch (err) {
+    await proc.stop(1000);
+    throw new Error(`loading the server failed: ${(err as Error).message} ${tailOf(errFile)}`);
   }
   return srv;
 }
 
 function tailOf(file: string): string {
   try {
-    return readFileSync(file, "utf8").slice(-1500);
+    return readFileSync(file, "utf8").slice(-600).replaceAll("\n", " ").trim();
   } catch {
     return "";
   }
@@ -273,7 +295,7 @@ async function runPhase(
   const kids: Child[] = [];
   let sampler: ReturnType<typeof setInterval> | null = null;
   try {
-    srv = await startServer(name, serverCpus);
+    srv = await startServer(name, serverCpus, o.env);
     const pid = srv.proc.pid;
     result.server.state = "alive";
     result.server.rssIdleBytes = rssBytes(pid);
@@ -360,7 +382,7 @@ async function runPhase(
     result.server.stdoutLines = lineCount(srv.outFile) - outFrom;
     result.server.topLogs = topLogs([srv.errFile, srv.outFile], [errFrom, outFrom], 4);
   } catch (err) {
-    result.error = (err instanceof Error ? err.message : String(err)).split("\n")[0]!.slice(0, 300);
+    result.error = (err instanceof Error ? err.message : String(err)).replaceAll("\n", " ").slice(0, 400);
   } finally {
     if (sampler !== null) clearInterval(sampler);
     await Promise.all(kids.map((k) => k.kill()));
@@ -442,6 +464,7 @@ async function main(): Promise<void> {
       rssSampleMs: RSS_SAMPLE_MS,
       limits: { ...LIMITS },
       rssBoundBytes: LIMITS.maxClientMemoryBytes,
+      serverEnv: o.env,
     },
     phases,
     totalSeconds: (performance.now() - started) / 1000,
@@ -453,6 +476,8 @@ async function main(): Promise<void> {
   if (!o.keepLogs) rmSync(TMP, { recursive: true, force: true });
   console.log(md);
   log(`wrote ${o.out}.json and ${o.out}.md`);
+  // Nothing of ours is left running; exit even if a library left a handle open.
+  process.exit(0);
 }
 
 if (import.meta.main) await main();

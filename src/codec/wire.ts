@@ -329,25 +329,6 @@ export class ProtoReader {
   }
 }
 
-/** Orders a[aStart,aEnd) and b[bStart,bEnd) bytewise (a prefix first): negative, 0 or positive. */
-export function compareBytes(
-  a: Uint8Array,
-  aStart: number,
-  aEnd: number,
-  b: Uint8Array,
-  bStart: number,
-  bEnd: number,
-): number {
-  const aLen = aEnd - aStart;
-  const bLen = bEnd - bStart;
-  const n = Math.min(aLen, bLen);
-  for (let i = 0; i < n; i++) {
-    const d = a[aStart + i]! - b[bStart + i]!;
-    if (d !== 0) return d;
-  }
-  return aLen - bLen;
-}
-
 /** True when buf[aStart,aEnd) equals buf2[bStart,bEnd). */
 export function bytesEqual(
   a: Uint8Array,

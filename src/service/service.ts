@@ -14,12 +14,11 @@
  * `found = true`: no decode, no objects, no re-encode. A projection walks the entries and
  * copies the wanted ones.
  *
- * A stored record is canonical: entries sorted by name bytes, one per name, each value one
- * oneof field in its shortest encoding with no unknown fields (see `canonicalValue`). Sorting
- * keeps every operation on names linear: a request's names are sorted once (n log n), then a
- * projection, a merge or a partial delete is one merge-walk of two sorted lists, however many
- * names either side has. Comparing every requested name with every stored one was quadratic:
- * 64,000 names in one SetFeatures held the event loop for 8.5 s.
+ * A stored record is canonical: one entry per name, each value one oneof field in its shortest
+ * encoding with no unknown fields (see `canonicalValue`). A request's names are indexed once
+ * per request (names.ts), so a projection, a merge and a partial delete each walk the record
+ * once with one lookup per entry: work is linear in the request and the record, however many
+ * names either has.
  *
  * Work per request is bounded by the request's size, MAX_FEATURE_NAMES, MAX_BATCH_ITEMS and
  * MAX_RESPONSE_BYTES (checked after each entity of an answer, so a request that would pass it
@@ -30,8 +29,9 @@
 import { ValueField } from "../codec/features.ts";
 import { Method } from "../codec/frame.ts";
 import { Code, FeatureStoreError, invalidArgument } from "../codec/status.ts";
-import { compareBytes, decodeUtf8, ProtoReader, ProtoWriter, varintSize, WireType } from "../codec/wire.ts";
+import { decodeUtf8, ProtoReader, ProtoWriter, varintSize, WireType } from "../codec/wire.ts";
 import type { RecordStore } from "../store/types.ts";
+import { NameIndex, Ranges } from "./names.ts";
 import { isValidUtf8 } from "./utf8.ts";
 
 /** Tunables of the service layer. */
@@ -72,82 +72,16 @@ export const MAX_TTL_MS = 2 ** 52;
  * request (a BatchGet of 10,000 ids of 64 KiB records asking for one name would walk 655 MB).
  */
 export const SCAN_FACTOR = 8;
-/** Up to this many names are sorted by insertion, allocation-free; more go through Array.sort. */
-const INSERTION_SORT_MAX = 16;
-
-/** Growable list of [start, end) ranges into one buffer, reused across requests. */
-class Ranges {
-  starts: Int32Array<ArrayBuffer> = new Int32Array(64);
-  ends = new Int32Array(64);
-  /** A third number per range (the field number of a value occurrence). */
-  extra = new Int32Array(64);
-  /** Indexes 0..count-1 in the byte order of their ranges, after `sort`. */
-  order = new Int32Array(64);
-  count = 0;
-  push(start: number, end: number, extra = 0): void {
-    if (this.count === this.starts.length) {
-      const n = this.count * 2;
-      this.starts = grown(this.starts, n);
-      this.ends = grown(this.ends, n);
-      this.extra = grown(this.extra, n);
-      this.order = new Int32Array(n);
-    }
-    this.starts[this.count] = start;
-    this.ends[this.count] = end;
-    this.extra[this.count++] = extra;
-  }
-
-  /** Compares the `i`-th range in sorted order (its bytes in `buf`) with other[start,end). */
-  compareSorted(i: number, buf: Uint8Array, other: Uint8Array, start: number, end: number): number {
-    const k = this.order[i]!;
-    return compareBytes(buf, this.starts[k]!, this.ends[k]!, other, start, end);
-  }
-
-  /** The first sorted position from `i` whose range does not order before other[start,end). */
-  skipBefore(i: number, buf: Uint8Array, other: Uint8Array, start: number, end: number): number {
-    while (i < this.count && this.compareSorted(i, buf, other, start, end) < 0) i++;
-    return i;
-  }
-
-  /** Sorts `order` by the bytes of each range in `buf`; equal ranges keep their request order. */
-  sort(buf: Uint8Array): void {
-    const { starts, ends, order, count: n } = this;
-    for (let i = 0; i < n; i++) order[i] = i;
-    if (n <= INSERTION_SORT_MAX) {
-      for (let i = 1; i < n; i++) {
-        const x = order[i]!;
-        let j = i - 1;
-        while (
-          j >= 0 &&
-          compareBytes(buf, starts[order[j]!]!, ends[order[j]!]!, buf, starts[x]!, ends[x]!) > 0
-        ) {
-          order[j + 1] = order[j]!;
-          j--;
-        }
-        order[j + 1] = x;
-      }
-      return;
-    }
-    order
-      .subarray(0, n)
-      .sort((a, b) => compareBytes(buf, starts[a]!, ends[a]!, buf, starts[b]!, ends[b]!) || a - b);
-  }
-}
-
-function grown(a: Int32Array, n: number): Int32Array<ArrayBuffer> {
-  const g = new Int32Array(n);
-  g.set(a);
-  return g;
-}
-
 export class FeatureService {
   readonly options: ServiceOptions;
   private readonly req = new ProtoReader();
   private readonly entry = new ProtoReader();
   private readonly walk = new ProtoReader();
   private readonly walk2 = new ProtoReader();
-  /** Requested feature names (GetFeatures, BatchGet, DeleteFeatures), sorted once per request. */
+  /** Requested feature names (GetFeatures, BatchGet, DeleteFeatures). */
   private readonly names = new Ranges();
+  /** The index of `names` or of `setNames`, whichever the request being handled parsed last. */
+  private readonly index = new NameIndex();
   private matched = new Uint8Array(64);
   /** Entity ids of a BatchGet, items of a BatchSet. */
   private readonly ids = new Ranges();
@@ -218,7 +152,7 @@ export class FeatureService {
 
   /**
    * Parses a GetFeaturesRequest or DeleteFeaturesRequest (the same shape: entity_id = 1,
-   * feature_names = 2) into idStart/idEnd and `names` (sorted), and validates the id.
+   * feature_names = 2) into idStart/idEnd and `names` (indexed), and validates the id.
    */
   private parseIdAndNames(body: Uint8Array, start: number, end: number): void {
     const r = this.req.reset(body, start, end);
@@ -239,7 +173,7 @@ export class FeatureService {
     this.checkId(body, idStart, idEnd);
     this.idStart = idStart;
     this.idEnd = idEnd;
-    this.names.sort(body);
+    this.index.build(body, this.names);
   }
 
   private batchGet(body: Uint8Array, start: number, end: number, out: ProtoWriter): void {
@@ -262,7 +196,7 @@ export class FeatureService {
       } else r.skip(tag & 7);
     }
     for (let i = 0; i < ids.count; i++) this.checkId(body, ids.starts[i]!, ids.ends[i]!);
-    this.names.sort(body);
+    this.index.build(body, this.names);
     this.scanned = 0;
     const answerStart = out.pos;
     let hits = 0;
@@ -332,35 +266,36 @@ export class FeatureService {
 
   /**
    * Copies the entries of record `h` whose names were requested; lists the others as missing,
-   * in request order. One merge-walk of the sorted record and the sorted names; it stops once
-   * every requested name is passed.
+   * in request order. One walk of the record, one index lookup per entry; it stops once every
+   * requested name is found.
    */
   private project(h: number, body: Uint8Array, out: ProtoWriter): void {
-    const names = this.names;
-    const { starts, ends, order, count: n } = names;
+    const { starts, ends, count: n } = this.names;
+    const index = this.index;
     if (this.matched.length < n) this.matched = new Uint8Array(n * 2);
     const matched = this.matched;
     matched.fill(0, 0, n);
     const arena = this.store.arena(h);
     const w = this.startWalk(h);
     const walkStart = w.pos;
-    let i = 0;
-    while (i < n && !w.done()) {
+    let found = 0;
+    while (found < index.unique && !w.done()) {
       const entryStart = this.nextEntry(w);
-      i = names.skipBefore(i, body, arena, w.fieldStart, w.fieldEnd);
-      if (i === n || names.compareSorted(i, body, arena, w.fieldStart, w.fieldEnd) !== 0) continue;
+      const k = index.lookup(arena, w.fieldStart, w.fieldEnd);
+      if (k < 0) continue;
       out.raw(arena, entryStart, w.pos);
-      do matched[order[i++]!] = 1;
-      while (i < n && names.compareSorted(i, body, arena, w.fieldStart, w.fieldEnd) === 0);
+      matched[k] = 1;
+      found++;
     }
     this.scanned += w.pos - walkStart;
-    for (let k = 0; k < n; k++) if (matched[k] === 0) out.bytesField(4, body, starts[k]!, ends[k]!);
+    const first = index.first;
+    for (let i = 0; i < n; i++) if (matched[first[i]!] === 0) out.bytesField(4, body, starts[i]!, ends[i]!);
   }
 
   // ---- writes -----------------------------------------------------------------------------
 
   /**
-   * Parses and validates one SetFeaturesRequest into the scratch state (names sorted, values
+   * Parses and validates one SetFeaturesRequest into the scratch state (names indexed, values
    * canonical in `values`); writes nothing to the store.
    */
   private parseSet(body: Uint8Array, start: number, end: number): void {
@@ -401,7 +336,7 @@ export class FeatureService {
     this.checkId(body, idStart, idEnd);
     this.idStart = idStart;
     this.idEnd = idEnd;
-    this.setNames.sort(body);
+    this.index.build(body, this.setNames);
   }
 
   /** Parses one map entry; records the name range and writes its canonical value to `values`. */
@@ -572,52 +507,27 @@ export class FeatureService {
   }
 
   /**
-   * Writes the record parsed by `parseSet`: a merge-walk of the stored record (unless
-   * `replace`) and the request's sorted features, the request's last entry for a name winning.
+   * Writes the record parsed by `parseSet`: the stored entries the request does not name
+   * (unless `replace`), then the request's features, the last entry for a name winning.
    */
   private applySet(body: Uint8Array): void {
     const store = this.store;
     const rec = this.record;
-    const { starts, ends, order, count: n } = this.setNames;
+    const { starts, ends, count: n } = this.setNames;
+    const { first, last } = this.index;
     const vals = this.values.bytes;
     const vStarts = this.setValues.starts;
     const vEnds = this.setValues.ends;
     rec.reset();
-    let w: ProtoReader | null = null;
-    let arena = body;
+    let features = 0;
     if (!this.replace) {
       const h = store.find(body, this.idStart, this.idEnd);
-      if (h >= 0) {
-        w = this.startWalk(h);
-        arena = store.arena(h);
-      }
+      if (h >= 0) features = this.copyEntriesExcept(h, rec).kept;
     }
-    let features = 0;
-    let entryStart = w !== null && !w.done() ? this.nextEntry(w) : -1;
     for (let i = 0; i < n; i++) {
-      const k = order[i]!;
-      // Of equal names (adjacent once sorted, in request order), the last wins.
-      if (
-        i + 1 < n &&
-        compareBytes(body, starts[k]!, ends[k]!, body, starts[order[i + 1]!]!, ends[order[i + 1]!]!) === 0
-      )
-        continue;
-      while (entryStart >= 0) {
-        const c = compareBytes(arena, w!.fieldStart, w!.fieldEnd, body, starts[k]!, ends[k]!);
-        if (c > 0) break;
-        if (c < 0) {
-          rec.raw(arena, entryStart, w!.pos);
-          features++;
-        }
-        entryStart = w!.done() ? -1 : this.nextEntry(w!);
-      }
-      writeEntry(rec, body, starts[k]!, ends[k]!, vals, vStarts[k]!, vEnds[k]!);
+      if (last[first[i]!] !== i) continue; // a later entry for this name wins
+      writeEntry(rec, body, starts[i]!, ends[i]!, vals, vStarts[i]!, vEnds[i]!);
       features++;
-    }
-    while (entryStart >= 0) {
-      rec.raw(arena, entryStart, w!.pos);
-      features++;
-      entryStart = w!.done() ? -1 : this.nextEntry(w!);
     }
     if (features > this.options.maxFeaturesPerEntity)
       throw new FeatureStoreError(
@@ -628,25 +538,25 @@ export class FeatureService {
     store.write(body, this.idStart, this.idEnd, rec.view(), ttl);
   }
 
-  /**
-   * Appends to `rec` the entries of record `h` whose names are not in `names` (sorted); returns
-   * how many were dropped. One merge-walk.
-   */
-  private copyEntriesExcept(h: number, body: Uint8Array, rec: ProtoWriter): number {
-    const names = this.names;
-    const n = names.count;
+  /** Appends to `rec` the entries of record `h` whose names the request's index does not hold. */
+  private copyEntriesExcept(h: number, rec: ProtoWriter): { kept: number; dropped: number } {
+    const index = this.index;
     const arena = this.store.arena(h);
     const w = this.startWalk(h);
-    let dropped = 0;
-    let i = 0;
+    const counts = this.counts;
+    counts.kept = 0;
+    counts.dropped = 0;
     while (!w.done()) {
       const entryStart = this.nextEntry(w);
-      i = names.skipBefore(i, body, arena, w.fieldStart, w.fieldEnd);
-      if (i < n && names.compareSorted(i, body, arena, w.fieldStart, w.fieldEnd) === 0) dropped++;
-      else rec.raw(arena, entryStart, w.pos);
+      if (index.lookup(arena, w.fieldStart, w.fieldEnd) >= 0) counts.dropped++;
+      else {
+        rec.raw(arena, entryStart, w.pos);
+        counts.kept++;
+      }
     }
-    return dropped;
+    return counts;
   }
+  private readonly counts = { kept: 0, dropped: 0 };
 
   /** Points the walk reader at the stored record behind handle `h`. */
   private startWalk(h: number): ProtoReader {
@@ -722,7 +632,7 @@ export class FeatureService {
         const expiresAt = store.expiresAt(h);
         const rec = this.record;
         rec.reset();
-        if (this.copyEntriesExcept(h, body, rec) > 0) {
+        if (this.copyEntriesExcept(h, rec).dropped > 0) {
           // The record keeps the expiry it had: deleting names is not a fresh write.
           const ttl = expiresAt === 0 ? 0 : Math.max(1, expiresAt - store.now());
           store.write(body, idStart, idEnd, rec.view(), ttl);

@@ -151,9 +151,37 @@ describe("work per request is near-linear in its size", () => {
   test("requested names are matched in any order, duplicates included, missing ones in request order", () => {
     const { service } = setup();
     call(service, Method.SetFeatures, manyFeatures("u", 30));
-    const r = get(service, "u", ["f29", "zz", "f3", "a", "f3", "f10", "f1"]);
-    expect(Object.keys(r.features).sort()).toEqual(["f1", "f10", "f29", "f3"]);
-    expect(r.missing).toEqual(["zz", "a"]);
+    // 7 names are compared directly; 14 go through the hash index.
+    for (const names of [
+      ["f29", "zz", "f3", "a", "f3", "f10", "f1"],
+      ["f29", "zz", "f3", "a", "f3", "f10", "f1", "f29", "zz", "b", "f0", "f11", "f12", "zz"],
+    ]) {
+      const r = get(service, "u", names);
+      const wanted = [...new Set(names.filter((n) => /^f\d+$/.test(n)))].sort();
+      expect(Object.keys(r.features).sort()).toEqual(wanted);
+      expect(r.missing).toEqual(names.filter((n) => !/^f\d+$/.test(n)));
+    }
+  });
+
+  test("a SetFeatures naming a feature several times keeps its last value, with or without the index", () => {
+    const { service } = setup();
+    for (const n of [3, 40]) {
+      const w = new ProtoWriter(1024);
+      w.bytesField(1, encodeUtf8(`d${n}`));
+      for (let i = 0; i < n; i++) {
+        const entry = w.beginLength(2);
+        w.bytesField(1, encodeUtf8(`x${i % 3}`));
+        w.bytesField(2, new Uint8Array([0x08, i]));
+        w.endLength(entry);
+      }
+      call(service, Method.SetFeatures, w.finish());
+      const f = get(service, `d${n}`).features;
+      expect(Object.keys(f).sort()).toEqual(["x0", "x1", "x2"]);
+      for (let k = 0; k < 3; k++) {
+        const lastI = n - 1 - ((n - 1 - k) % 3);
+        expect(f[`x${k}`]?.kind).toEqual({ case: "intValue", value: BigInt(lastI) });
+      }
+    }
   });
 });
 

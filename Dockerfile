@@ -40,6 +40,7 @@ WORKDIR /app
 ENV NODE_ENV=production \
     TCP_PORT=50051 \
     HTTP_PORT=8081 \
+    DATA_DIR=/data \
     DATA_DIR=/app/data
 COPY --from=deps --chown=bun:bun /app/node_modules ./node_modules
 COPY --chown=bun:bun package.json ./

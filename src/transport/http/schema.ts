@@ -50,6 +50,7 @@ export type ValueType =
   | { scalar: ScalarType; message?: undefined }
   | { scalar?: undefined; message: MessageInfo };
 
+/** One field of a message, as the JSON mapping reads and writes it. */
 export interface FieldInfo {
   /** The name in the .proto file (snake_case), accepted in JSON input. */
   readonly name: string;
@@ -64,6 +65,7 @@ export interface FieldInfo {
   readonly oneof?: string;
 }
 
+/** One message type: its fields, looked up by JSON key or by number. */
 export interface MessageInfo {
   readonly fullName: string;
   /** Fields in declaration order. */
@@ -74,6 +76,7 @@ export interface MessageInfo {
   readonly byNumber: (FieldInfo | undefined)[];
 }
 
+/** One RPC of the service: its path, number, message types and whether GET may call it. */
 export interface MethodInfo {
   readonly name: MethodName;
   /** The method number of src/codec/frame.ts, passed to FeatureService.handle. */
@@ -86,6 +89,7 @@ export interface MethodInfo {
   readonly sideEffectFree: boolean;
 }
 
+/** The whole contract: the service name, its methods by path, its message types. */
 export interface ServiceSchema {
   readonly serviceName: string;
   /** By request path. */
@@ -95,6 +99,7 @@ export interface ServiceSchema {
 
 /** Where the contract lives, relative to this file. */
 export const PROTO_FILE = join(import.meta.dir, "../../../proto/featurestore/v1/featurestore.proto");
+/** The fully qualified service name; every RPC path is `/<SERVICE_NAME>/<Method>`. */
 export const SERVICE_NAME = "featurestore.v1.FeatureStoreService";
 
 /** proto3's default JSON name: underscores dropped, the letter after each one upper-cased. */

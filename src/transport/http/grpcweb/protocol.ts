@@ -14,15 +14,22 @@
  * just the trailers frame, so clients reading either place see it. `application/grpc-web-text`
  * is the same byte stream in base64, both ways.
  */
-import { CORS_HEADERS } from "./cors.ts";
+import { Code, FeatureStoreError } from "../../../codec/status.ts";
+import { CORS_HEADERS } from "../cors.ts";
+import { headerContentType } from "../headers.ts";
+import { headerGrpcMessage, headerGrpcStatus, headerGrpcTimeout } from "./headers.ts";
 
+/** The length prefix of every frame: one flags byte and a u32 big-endian length. */
 export const PREFIX_BYTES = 5;
+/** Flags bit: the payload is compressed with grpc-encoding. */
 export const FLAG_COMPRESSED = 0x01;
+/** Flags bit: the payload is the trailers block, not a message. */
 export const FLAG_TRAILERS = 0x80;
 
 /** A gRPC-web content type: `application/grpc-web[-text][+proto|+json]`. */
 const CONTENT_TYPE = /^application\/grpc-web(-text)?(?:\+(proto|json))?\s*(?:;.*)?$/i;
 
+/** One of the four gRPC-web content types, with its answer headers. */
 export interface GrpcWebVariant {
   /** Base64 body (grpc-web-text). */
   readonly text: boolean;
@@ -36,7 +43,7 @@ const variants: GrpcWebVariant[] = [];
 for (const text of [false, true])
   for (const json of [false, true]) {
     const contentType = `application/grpc-web${text ? "-text" : ""}+${json ? "json" : "proto"}`;
-    variants.push({ text, json, headers: { "content-type": contentType, ...CORS_HEADERS } });
+    variants.push({ text, json, headers: { [headerContentType]: contentType, ...CORS_HEADERS } });
   }
 
 /** The variant for a request content type, or undefined when it is not gRPC-web. */
@@ -52,13 +59,14 @@ export function looksLikeGrpcWeb(contentType: string | null): boolean {
 }
 
 /**
- * `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n). Returns milliseconds,
- * undefined when absent, NaN when malformed (the caller answers INVALID_ARGUMENT).
+ * `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n). Returns milliseconds, or
+ * undefined when absent; a malformed value is INVALID_ARGUMENT (as `parseConnectTimeout`).
  */
 export function parseGrpcTimeout(value: string | null): number | undefined {
   if (value === null) return undefined;
   const m = /^(\d{1,8})([HMSmun])$/.exec(value);
-  if (m === null) return Number.NaN;
+  if (m === null)
+    throw new FeatureStoreError(Code.InvalidArgument, `invalid ${headerGrpcTimeout} value: "${value}"`);
   const n = Number(m[1]);
   switch (m[2]) {
     case "H":
@@ -102,8 +110,8 @@ export function percentEncode(message: string): string {
 export function trailersFrame(code: number, message: string): Uint8Array {
   const block = encoder.encode(
     message
-      ? `grpc-status: ${code}\r\ngrpc-message: ${percentEncode(message)}\r\n`
-      : `grpc-status: ${code}\r\n`,
+      ? `${headerGrpcStatus}: ${code}\r\n${headerGrpcMessage}: ${percentEncode(message)}\r\n`
+      : `${headerGrpcStatus}: ${code}\r\n`,
   );
   const frame = new Uint8Array(PREFIX_BYTES + block.length);
   frame[0] = FLAG_TRAILERS;
@@ -115,6 +123,7 @@ export function trailersFrame(code: number, message: string): Uint8Array {
 /** The trailers of every successful answer. */
 export const OK_TRAILERS = trailersFrame(0, "");
 
+/** Writes `v` (0 <= v < 2^32) as 4 big-endian bytes at `at`. */
 export function writeU32BE(buf: Uint8Array, at: number, v: number): void {
   buf[at] = v >>> 24;
   buf[at + 1] = v >>> 16;
@@ -122,6 +131,7 @@ export function writeU32BE(buf: Uint8Array, at: number, v: number): void {
   buf[at + 3] = v;
 }
 
+/** Reads 4 big-endian bytes at `at` as an unsigned number. */
 export function readU32BE(buf: Uint8Array, at: number): number {
   return buf[at]! * 0x1000000 + ((buf[at + 1]! << 16) | (buf[at + 2]! << 8) | buf[at + 3]!);
 }
@@ -138,9 +148,9 @@ export function grpcWebErrorResponse(
   const headers: Record<string, string> = {
     ...variant.headers,
     ...extraHeaders,
-    "grpc-status": String(code),
+    [headerGrpcStatus]: String(code),
   };
-  if (message) headers["grpc-message"] = percentEncode(message);
+  if (message) headers[headerGrpcMessage] = percentEncode(message);
   return new Response(variant.text ? frame.toBase64() : frame, { status: httpStatus, headers });
 }
 

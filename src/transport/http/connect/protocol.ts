@@ -3,8 +3,10 @@
  * the code-to-HTTP-status table, `connect-timeout-ms`, and error responses. The rules follow
  * what connect-es servers do (packages/connect/src/protocol-connect/).
  */
-import { CODE_NAMES, Code, FeatureStoreError } from "../../codec/status.ts";
-import { CORS_HEADERS } from "./cors.ts";
+import { CODE_NAMES, Code, FeatureStoreError } from "../../../codec/status.ts";
+import { CORS_HEADERS } from "../cors.ts";
+import { headerContentType } from "../headers.ts";
+import { headerTimeout } from "./headers.ts";
 
 /** `application/proto` and `application/json` (charset utf-8 allowed); streaming types are not unary. */
 const UNARY_CONTENT_TYPE = /^application\/(?:(proto)|json(?:;\s*charset=["']?utf-?8["']?)?)\s*$/i;
@@ -15,9 +17,10 @@ export function connectBinary(contentType: string): number {
   return m === null ? -1 : m[1] !== undefined ? 1 : 0;
 }
 
-/** Response headers, built once. */
-export const PROTO_HEADERS = { "content-type": "application/proto", ...CORS_HEADERS };
-export const JSON_HEADERS = { "content-type": "application/json", ...CORS_HEADERS };
+/** Headers of a binary answer, built once. */
+export const PROTO_HEADERS = { [headerContentType]: "application/proto", ...CORS_HEADERS };
+/** Headers of a JSON answer (and of every error answer), built once. */
+export const JSON_HEADERS = { [headerContentType]: "application/json", ...CORS_HEADERS };
 
 /** The HTTP status the Connect spec maps each code to (https://connectrpc.com/docs/protocol#error-codes). */
 const HTTP_STATUS: readonly number[] = (() => {
@@ -42,6 +45,7 @@ const HTTP_STATUS: readonly number[] = (() => {
   return s;
 })();
 
+/** The HTTP status of a Connect error answer with `code`; 500 for a code outside the table. */
 export function httpStatusOf(code: number): number {
   return HTTP_STATUS[code] ?? 500;
 }
@@ -55,7 +59,7 @@ export function parseConnectTimeout(value: string | null): number | undefined {
   if (!/^\d{1,10}$/.test(value))
     throw new FeatureStoreError(
       Code.InvalidArgument,
-      `invalid connect-timeout-ms value: ${JSON.stringify(value)}`,
+      `invalid ${headerTimeout} value: ${JSON.stringify(value)}`,
     );
   return Number(value);
 }

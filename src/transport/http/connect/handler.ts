@@ -1,0 +1,119 @@
+/**
+ * The Connect unary handler: a POST with a binary or JSON body, or a GET of a side-effect-free
+ * method with the message in the query (https://connectrpc.com/docs/protocol#unary-request).
+ * The router (server.ts) has already chosen the method and the codec.
+ *
+ * Binary messages go straight to `service.handle`; JSON is translated to binary in the shared
+ * scratch writer first, and the answer back to JSON (json.ts).
+ */
+import { Code, FeatureStoreError } from "../../../codec/status.ts";
+import { Transport } from "../../../metrics/hot.ts";
+import { decodeBase64 } from "../base64.ts";
+import { checkDeadline, closeAfter, deadlineAfter, readBody, tooLarge } from "../body.ts";
+import { type HandlerContext, outputJson } from "../context.ts";
+import { encodingIdentity } from "../headers.ts";
+import { jsonBytesToBinary } from "../json.ts";
+import type { MethodInfo } from "../schema.ts";
+import {
+  headerProtocolVersion,
+  headerStreamEncoding,
+  headerTimeout,
+  headerUnaryEncoding,
+  protocolVersion,
+} from "./headers.ts";
+import { connectErrorResponse, JSON_HEADERS, PROTO_HEADERS, parseConnectTimeout } from "./protocol.ts";
+import {
+  paramBase64,
+  paramCompression,
+  paramConnectVersion,
+  paramMessage,
+  queryVersion,
+} from "./query-params.ts";
+
+const textEncoder = new TextEncoder();
+/** What a bad base64 `message` parameter is called in the INVALID_ARGUMENT message. */
+const MESSAGE_PARAM = `the ${paramMessage} parameter`;
+
+/** Answers Connect unary calls; one per server, over the server's `HandlerContext`. */
+export class ConnectHandler {
+  constructor(private readonly ctx: HandlerContext) {}
+
+  /**
+   * Runs one call and answers it: the response message, or a Connect error (JSON body, the
+   * code's HTTP status). `query` is the GET's parameters, null for a POST.
+   */
+  async unary(
+    req: Request,
+    m: MethodInfo,
+    binary: boolean,
+    query: URLSearchParams | null,
+  ): Promise<Response> {
+    const ctx = this.ctx;
+    const t0 = ctx.begin(Transport.Connect);
+    let code: number = Code.OK;
+    try {
+      const h = req.headers;
+      checkVersion(h, query);
+      const encoding = query
+        ? query.get(paramCompression)
+        : (h.get(headerUnaryEncoding) ?? h.get(headerStreamEncoding));
+      if (encoding !== null && encoding !== encodingIdentity)
+        throw ctx.unsupportedEncoding(query ? paramCompression : headerUnaryEncoding, encoding);
+      const deadline = deadlineAfter(parseConnectTimeout(h.get(headerTimeout)));
+      const body = query
+        ? this.queryMessage(query)
+        : await readBody(req, ctx.maxBodyBytes, deadline, ctx.metrics);
+      checkDeadline(deadline);
+      const result = this.call(m, binary, body);
+      await ctx.durable(m);
+      return new Response(result, { headers: binary ? PROTO_HEADERS : JSON_HEADERS });
+    } catch (err) {
+      const e = FeatureStoreError.from(err);
+      code = e.code;
+      ctx.logFailure(m, "connect", e);
+      return connectErrorResponse(e, closeAfter(e));
+    } finally {
+      ctx.finish(Transport.Connect, m, code, t0);
+    }
+  }
+
+  /** The request message of a GET: the `message` parameter, base64 or JSON text. */
+  private queryMessage(query: URLSearchParams): Uint8Array {
+    const message = query.get(paramMessage) ?? "";
+    const body =
+      query.get(paramBase64) === "1" ? decodeBase64(message, MESSAGE_PARAM) : textEncoder.encode(message);
+    const limit = this.ctx.maxBodyBytes;
+    if (body.length > limit) throw tooLarge(this.ctx.metrics, body.length, limit);
+    return body;
+  }
+
+  /**
+   * Runs the method on a message already read: binary straight through, JSON via the
+   * mapping. Returns the response body, copied out of the shared writer.
+   */
+  private call(m: MethodInfo, binary: boolean, body: Uint8Array): Uint8Array | string {
+    const { service, out, scratch } = this.ctx;
+    if (binary) {
+      out.reset();
+      service.handle(m.number, body, 0, body.length, out);
+      return out.finish();
+    }
+    scratch.reset();
+    jsonBytesToBinary(m.input, body, scratch);
+    out.reset();
+    service.handle(m.number, scratch.bytes, 0, scratch.pos, out);
+    return JSON.stringify(outputJson(m, out));
+  }
+}
+
+/** A version, when given, must be v1: `connect-protocol-version: 1`, or `connect=v1` on a GET. */
+function checkVersion(h: Headers, query: URLSearchParams | null): void {
+  const version = query ? query.get(paramConnectVersion) : h.get(headerProtocolVersion);
+  if (version !== null && version !== (query ? queryVersion : protocolVersion))
+    throw new FeatureStoreError(
+      Code.InvalidArgument,
+      query
+        ? `${paramConnectVersion} must be "${queryVersion}", got "${version}"`
+        : `${headerProtocolVersion} must be "${protocolVersion}", got "${version}"`,
+    );
+}

@@ -1,0 +1,134 @@
+/**
+ * What every protocol handler shares, built once per server: the service, metrics, logger and
+ * body limit, the two reused writers and their shrink, the store's durability hook, the
+ * per-RPC bookkeeping (latency, in-flight gauge) and the rate-limited failure log.
+ *
+ * The writers are shared by every request of the server: an answer is built in `out` and
+ * copied out of it before the handler's first `await` after the service call, so a request
+ * resumed later never sees another one's bytes.
+ */
+import { isWriteMethod } from "../../codec/frame.ts";
+import { Code, FeatureStoreError } from "../../codec/status.ts";
+import { ProtoWriter } from "../../codec/wire.ts";
+import { LimitedLog, type Logger } from "../../log/index.ts";
+import { type HotMetrics, Reject } from "../../metrics/hot.ts";
+import type { FeatureService } from "../../service/service.ts";
+import { binaryToJson } from "./json.ts";
+import type { MethodInfo } from "./schema.ts";
+import type { HttpServerOptions } from "./server.ts";
+
+/** Starting size of the reused writers: room for any single-entity answer without growing. */
+const WRITER_BYTES = 64 * 1024;
+/**
+ * A writer grown past this by a large BatchGet is replaced after the answer, so that one big
+ * request does not pin its memory for the life of the process (4 MiB: the default MAX_FRAME_BYTES).
+ */
+const SHRINK_ABOVE_BYTES = 4 * 1024 * 1024;
+
+/** The options a `HandlerContext` is built from. */
+export type HandlerContextOptions = Pick<
+  HttpServerOptions,
+  "service" | "metrics" | "logger" | "maxBodyBytes" | "sync"
+>;
+
+/** The state and helpers the Connect and gRPC-web handlers share (one per server). */
+export class HandlerContext {
+  /** Runs every RPC: request bytes in, response bytes written to a writer. */
+  readonly service: FeatureService;
+  /** Every RPC is recorded; refusals count by reason. */
+  readonly metrics: HotMetrics;
+  /** Where client mistakes go (debug) and, through the rate-limited log, our own bugs. */
+  readonly logger: Logger;
+  /** Largest request message, bytes (MAX_FRAME_BYTES). */
+  readonly maxBodyBytes: number;
+  /** Response messages are built here; every answer is copied out before the next await. */
+  readonly out = new ProtoWriter(WRITER_BYTES);
+  /** JSON requests are encoded to binary here. */
+  readonly scratch = new ProtoWriter(WRITER_BYTES);
+  /** Milliseconds for latency. Decided once: without metrics, no clock reads. */
+  readonly clock: () => number;
+  /** Waits until a write is durable (the answer is already copied out of the shared writers). */
+  readonly durable: (m: MethodInfo) => Promise<void>;
+  /**
+   * Our bugs are logged at error, rate-limited so that a bug hit by every request cannot flood
+   * the log; a client's mistakes at debug only.
+   */
+  private readonly logInternal: LimitedLog;
+
+  constructor(opts: HandlerContextOptions) {
+    this.service = opts.service;
+    this.metrics = opts.metrics;
+    this.logger = opts.logger;
+    this.maxBodyBytes = opts.maxBodyBytes;
+    this.clock = opts.metrics.enabled ? () => performance.now() : () => 0;
+    const sync = opts.sync ?? (() => null);
+    this.durable = async (m: MethodInfo): Promise<void> => {
+      const pending = isWriteMethod(m.number) ? sync() : null;
+      if (pending !== null) await pending;
+    };
+    this.logInternal = new LimitedLog(opts.logger, "error", "http request failed");
+  }
+
+  /** Starts an RPC on `transport`: counts it in flight and returns its start time for `finish`. */
+  begin(transport: number): number {
+    const t0 = this.clock();
+    this.metrics.inFlight(transport, 1);
+    return t0;
+  }
+
+  /** Runs in `finally` of every RPC, once its answer has been copied out of the writers. */
+  finish(transport: number, m: MethodInfo, code: number, t0: number): void {
+    this.shrink();
+    this.metrics.request(transport, m.number, code, (this.clock() - t0) / 1000);
+    this.metrics.inFlight(transport, -1);
+  }
+
+  /** After an answer: a writer grown by one huge message goes back to its usual size. */
+  shrink(): void {
+    if (this.out.bytes.length > SHRINK_ABOVE_BYTES) this.out.bytes = new Uint8Array(WRITER_BYTES);
+    if (this.scratch.bytes.length > SHRINK_ABOVE_BYTES) this.scratch.bytes = new Uint8Array(WRITER_BYTES);
+  }
+
+  /** Logs a failed RPC: INTERNAL and UNKNOWN at error (rate-limited), the rest at debug. */
+  logFailure(m: MethodInfo, transport: string, err: FeatureStoreError): void {
+    if (err.code === Code.Internal || err.code === Code.Unknown)
+      this.logInternal.log({
+        method: m.name,
+        transport,
+        code: err.code,
+        err: err.cause ?? err,
+      });
+    else if (this.logger.debugEnabled)
+      this.logger.debug("http request refused", {
+        method: m.name,
+        transport,
+        code: err.code,
+        message: err.message,
+      });
+  }
+
+  /** Writes the count of failure lines the rate limit held back (at shutdown). */
+  flushLog(): void {
+    this.logInternal.flush();
+  }
+
+  /** Counts the refusal and returns UNIMPLEMENTED for a compressed message. */
+  unsupportedEncoding(header: string, value: string): FeatureStoreError {
+    this.metrics.reject(Reject.HttpUnsupportedEncoding);
+    return new FeatureStoreError(
+      Code.Unimplemented,
+      `unsupported ${header} "${value}": this server accepts only identity (uncompressed) messages`,
+    );
+  }
+}
+
+/** Decodes the response message in w[start, pos) to its JSON object; a failure is our bug. */
+export function outputJson(m: MethodInfo, w: ProtoWriter, start = 0): Record<string, unknown> {
+  try {
+    return binaryToJson(m.output, w.bytes, start, w.pos);
+  } catch (err) {
+    throw new FeatureStoreError(Code.Internal, `cannot encode the ${m.name} response as JSON`, {
+      cause: err,
+    });
+  }
+}

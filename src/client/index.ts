@@ -9,30 +9,29 @@
  * ```
  *
  * The typed methods encode the request, hand the bytes to a ClientTransport (TCP in
- * production, in-memory in tests) and decode the answer. Every failure is a FeatureStoreError
+ * production, in-memory in tests) and decode the answer (`callTypedAsync` and the method
+ * descriptors of codec/messages.ts, which the embedded store runs too). Every failure is a FeatureStoreError
  * whose `code` is a gRPC status code (`Code`).
  */
 import type { FeaturesInput } from "../codec/features.ts";
 import { Method } from "../codec/frame.ts";
 import {
+  BATCH_GET,
+  BATCH_SET,
   type BatchGetResult,
-  decodeBatchGetResponse,
-  decodeField1Varint,
-  decodeGetFeaturesResponse,
-  encodeBatchGetRequest,
-  encodeBatchSetRequest,
-  encodeDeleteFeaturesRequest,
-  encodeGetFeaturesRequest,
-  encodeSetFeaturesRequest,
+  callTypedAsync,
+  DELETE_FEATURES,
   type FeatureStoreApi,
+  GET_FEATURES,
   type GetFeaturesResult,
+  SET_FEATURES,
   type SetFeaturesItem,
+  type SetOptions,
 } from "../codec/messages.ts";
-import { Code, FeatureStoreError } from "../codec/status.ts";
 import { ProtoWriter } from "../codec/wire.ts";
 import { type ClientOptions, DEFAULT_DEADLINE_MS, positive } from "./options.ts";
 import { TcpTransport } from "./tcp.ts";
-import { type ClientTransport, rejected } from "./transport.ts";
+import type { ClientTransport } from "./transport.ts";
 
 export type { FeatureInput, Features, FeaturesInput, FeatureValue } from "../codec/features.ts";
 export { METHOD_NAMES, Method } from "../codec/frame.ts";
@@ -41,6 +40,7 @@ export type {
   FeatureStoreApi,
   GetFeaturesResult,
   SetFeaturesItem,
+  SetOptions,
 } from "../codec/messages.ts";
 export { CODE_NAMES, Code, FeatureStoreError } from "../codec/status.ts";
 export { InMemoryTransport, type RequestHandler } from "./memory.ts";
@@ -103,16 +103,16 @@ export class FeatureStoreClient implements FeatureStoreApi {
     featureNames?: readonly string[],
     callOpts?: CallOptions,
   ): Promise<GetFeaturesResult> {
-    const w = this.w;
-    w.reset();
-    try {
-      encodeGetFeaturesRequest(w, entityId, featureNames);
-    } catch (err) {
-      return rejected(FeatureStoreError.from(err));
-    }
-    return this.transport
-      .call(Method.GetFeatures, w.view(), callOpts?.deadlineMs ?? this.deadlineMs)
-      .then(decodeGet);
+    const deadlineMs = callOpts?.deadlineMs ?? this.deadlineMs;
+    return callTypedAsync(
+      GET_FEATURES,
+      this.w,
+      this.transport,
+      entityId,
+      featureNames,
+      undefined,
+      deadlineMs,
+    );
   }
 
   /** Features of several entities (one result per id, in order); `featureNames` applies to each. */
@@ -121,56 +121,23 @@ export class FeatureStoreClient implements FeatureStoreApi {
     featureNames?: readonly string[],
     callOpts?: CallOptions,
   ): Promise<BatchGetResult> {
-    const w = this.w;
-    w.reset();
-    try {
-      encodeBatchGetRequest(w, entityIds, featureNames);
-    } catch (err) {
-      return rejected(FeatureStoreError.from(err));
-    }
-    return this.transport
-      .call(Method.BatchGet, w.view(), callOpts?.deadlineMs ?? this.deadlineMs)
-      .then(decodeBatch);
+    const deadlineMs = callOpts?.deadlineMs ?? this.deadlineMs;
+    return callTypedAsync(BATCH_GET, this.w, this.transport, entityIds, featureNames, undefined, deadlineMs);
   }
 
   /**
    * Writes features of one entity, merged into its record (or replacing it with `replace`).
    * `ttlMs` is the record's time to live from this write (0 or absent: the server default).
    */
-  setFeatures(
-    entityId: string,
-    features: FeaturesInput,
-    options?: { ttlMs?: number; replace?: boolean; deadlineMs?: number },
-  ): Promise<void> {
-    const w = this.w;
-    w.reset();
-    try {
-      encodeSetFeaturesRequest(w, {
-        entityId,
-        features,
-        ttlMs: options?.ttlMs,
-        replace: options?.replace,
-      });
-    } catch (err) {
-      return rejected(FeatureStoreError.from(err));
-    }
-    return this.transport
-      .call(Method.SetFeatures, w.view(), options?.deadlineMs ?? this.deadlineMs)
-      .then(toVoid);
+  setFeatures(entityId: string, features: FeaturesInput, options?: SetOptions & CallOptions): Promise<void> {
+    const deadlineMs = options?.deadlineMs ?? this.deadlineMs;
+    return callTypedAsync(SET_FEATURES, this.w, this.transport, entityId, features, options, deadlineMs);
   }
 
   /** Writes several entities atomically with respect to validation (one invalid item rejects all); resolves with the count written. */
   batchSet(items: readonly SetFeaturesItem[], callOpts?: CallOptions): Promise<number> {
-    const w = this.w;
-    w.reset();
-    try {
-      encodeBatchSetRequest(w, items);
-    } catch (err) {
-      return rejected(FeatureStoreError.from(err));
-    }
-    return this.transport
-      .call(Method.BatchSet, w.view(), callOpts?.deadlineMs ?? this.deadlineMs)
-      .then(decodeCount);
+    const deadlineMs = callOpts?.deadlineMs ?? this.deadlineMs;
+    return callTypedAsync(BATCH_SET, this.w, this.transport, items, undefined, undefined, deadlineMs);
   }
 
   /** Deletes an entity, or only `featureNames` of it; resolves true if anything was deleted. */
@@ -179,16 +146,16 @@ export class FeatureStoreClient implements FeatureStoreApi {
     featureNames?: readonly string[],
     callOpts?: CallOptions,
   ): Promise<boolean> {
-    const w = this.w;
-    w.reset();
-    try {
-      encodeDeleteFeaturesRequest(w, entityId, featureNames);
-    } catch (err) {
-      return rejected(FeatureStoreError.from(err));
-    }
-    return this.transport
-      .call(Method.DeleteFeatures, w.view(), callOpts?.deadlineMs ?? this.deadlineMs)
-      .then(decodeDeleted);
+    const deadlineMs = callOpts?.deadlineMs ?? this.deadlineMs;
+    return callTypedAsync(
+      DELETE_FEATURES,
+      this.w,
+      this.transport,
+      entityId,
+      featureNames,
+      undefined,
+      deadlineMs,
+    );
   }
 
   /** A round trip that touches no data. */
@@ -219,42 +186,3 @@ export class FeatureStoreClient implements FeatureStoreApi {
 const EMPTY = new Uint8Array(0);
 
 function toVoid(): void {}
-
-function malformed(what: string, err: unknown): FeatureStoreError {
-  const e = FeatureStoreError.from(err);
-  return new FeatureStoreError(Code.Internal, `malformed ${what} from the server: ${e.message}`, {
-    cause: err,
-  });
-}
-
-function decodeGet(body: Uint8Array): GetFeaturesResult {
-  try {
-    return decodeGetFeaturesResponse(body);
-  } catch (err) {
-    throw malformed("GetFeaturesResponse", err);
-  }
-}
-
-function decodeBatch(body: Uint8Array): BatchGetResult {
-  try {
-    return decodeBatchGetResponse(body);
-  } catch (err) {
-    throw malformed("BatchGetResponse", err);
-  }
-}
-
-function decodeCount(body: Uint8Array): number {
-  try {
-    return decodeField1Varint(body);
-  } catch (err) {
-    throw malformed("BatchSetResponse", err);
-  }
-}
-
-function decodeDeleted(body: Uint8Array): boolean {
-  try {
-    return decodeField1Varint(body) !== 0;
-  } catch (err) {
-    throw malformed("DeleteFeaturesResponse", err);
-  }
-}

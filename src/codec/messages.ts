@@ -1,6 +1,8 @@
 /**
- * Typed requests and results of the five methods, and their protobuf encoding for the client
- * side (what a caller sends, what it gets back). Shared by the TCP client and the embedded store.
+ * Typed requests and results of the five methods, their protobuf encoding for the client side
+ * (what a caller sends, what it gets back), and each method's encode -> call -> decode, written
+ * once (`TypedMethod`) and run by the TCP client (`callTypedAsync`, over a transport) and by the
+ * embedded store (`callTyped`, in-process).
  */
 import {
   type Features,
@@ -9,6 +11,8 @@ import {
   readFeatureEntry,
   writeFeatureMap,
 } from "./features.ts";
+import { Method } from "./frame.ts";
+import { Code, FeatureStoreError } from "./status.ts";
 import { ProtoReader, type ProtoWriter, utf8Slice, WireType } from "./wire.ts";
 
 /** Result of GetFeatures: `found` is false for a missing or expired entity (a miss is not an error). */
@@ -28,25 +32,25 @@ export interface BatchGetResult {
   misses: number;
 }
 
-/** One write of SetFeatures / BatchSet. */
-export interface SetFeaturesItem {
-  entityId: string;
-  features: FeaturesInput;
+/** Options of one write: the fields of SetFeaturesItem beside the entity and its features. */
+export interface SetOptions {
   /** Time to live of the whole record in ms from this write; 0 or absent = server default. */
   ttlMs?: number;
   /** Replace the record instead of merging into it (default false). */
   replace?: boolean;
 }
 
+/** One write of SetFeatures / BatchSet. */
+export interface SetFeaturesItem extends SetOptions {
+  entityId: string;
+  features: FeaturesInput;
+}
+
 /** The five methods with typed arguments, shared by the TCP client and the embedded store. */
 export interface FeatureStoreApi {
   getFeatures(entityId: string, featureNames?: readonly string[]): MaybePromise<GetFeaturesResult>;
   batchGet(entityIds: readonly string[], featureNames?: readonly string[]): MaybePromise<BatchGetResult>;
-  setFeatures(
-    entityId: string,
-    features: FeaturesInput,
-    options?: { ttlMs?: number; replace?: boolean },
-  ): MaybePromise<void>;
+  setFeatures(entityId: string, features: FeaturesInput, options?: SetOptions): MaybePromise<void>;
   batchSet(items: readonly SetFeaturesItem[]): MaybePromise<number>;
   deleteFeatures(entityId: string, featureNames?: readonly string[]): MaybePromise<boolean>;
 }
@@ -69,13 +73,24 @@ export function encodeBatchGetRequest(
 }
 
 export function encodeSetFeaturesRequest(w: ProtoWriter, item: SetFeaturesItem): void {
-  w.stringField(1, item.entityId);
-  writeFeatureMap(w, 2, item.features);
-  if (item.ttlMs) {
+  encodeSetFeatures(w, item.entityId, item.features, item);
+}
+
+/** SetFeaturesRequest from the arguments of `setFeatures`, without building a SetFeaturesItem. */
+export function encodeSetFeatures(
+  w: ProtoWriter,
+  entityId: string,
+  features: FeaturesInput,
+  options: SetOptions | undefined,
+): void {
+  w.stringField(1, entityId);
+  writeFeatureMap(w, 2, features);
+  const ttlMs = options?.ttlMs;
+  if (ttlMs) {
     w.tag(3, WireType.Varint);
-    w.varint(item.ttlMs);
+    w.varint(ttlMs);
   }
-  if (item.replace) {
+  if (options?.replace) {
     w.tag(4, WireType.Varint);
     w.byte(1);
   }
@@ -154,4 +169,145 @@ export function decodeField1Varint(buf: Uint8Array): number {
     else r.skip(tag & 7);
   }
   return v;
+}
+
+function decodeDeleted(body: Uint8Array): boolean {
+  return decodeField1Varint(body) !== 0;
+}
+
+function toVoid(): void {}
+
+// ---- each method's encode -> call -> decode, once -------------------------------------------
+
+/**
+ * One method as a caller runs it: how its typed arguments (up to three; unused ones are
+ * `undefined`) become a request body, and how the answer body becomes the result.
+ */
+export interface TypedMethod<A, B, C, R> {
+  readonly method: Method;
+  /** Name of the answer message, for the error about an undecodable one. */
+  readonly answer: string;
+  encode(w: ProtoWriter, a: A, b: B, c: C): void;
+  /** Reads an answer made in this process; whatever it throws propagates as is. */
+  decode(body: Uint8Array): R;
+  /**
+   * Reads an answer from a server: an undecodable one throws FeatureStoreError INTERNAL
+   * "malformed <answer> from the server". Made once per method, so that `then` gets no new
+   * function per call.
+   */
+  readonly decodeAnswer: (body: Uint8Array) => R;
+}
+
+function typedMethod<A, B, C, R>(
+  method: Method,
+  answer: string,
+  encode: (w: ProtoWriter, a: A, b: B, c: C) => void,
+  decode: (body: Uint8Array) => R,
+): TypedMethod<A, B, C, R> {
+  return {
+    method,
+    answer,
+    encode,
+    decode,
+    decodeAnswer: (body) => {
+      try {
+        return decode(body);
+      } catch (err) {
+        throw malformedAnswer(answer, err);
+      }
+    },
+  };
+}
+
+function malformedAnswer(answer: string, err: unknown): FeatureStoreError {
+  const e = FeatureStoreError.from(err);
+  return new FeatureStoreError(Code.Internal, `malformed ${answer} from the server: ${e.message}`, {
+    cause: err,
+  });
+}
+
+type Names = readonly string[] | undefined;
+
+export const GET_FEATURES: TypedMethod<string, Names, undefined, GetFeaturesResult> = typedMethod(
+  Method.GetFeatures,
+  "GetFeaturesResponse",
+  encodeGetFeaturesRequest,
+  decodeGetFeaturesResponse,
+);
+export const BATCH_GET: TypedMethod<readonly string[], Names, undefined, BatchGetResult> = typedMethod(
+  Method.BatchGet,
+  "BatchGetResponse",
+  encodeBatchGetRequest,
+  decodeBatchGetResponse,
+);
+export const SET_FEATURES: TypedMethod<string, FeaturesInput, SetOptions | undefined, void> = typedMethod(
+  Method.SetFeatures,
+  "SetFeaturesResponse",
+  encodeSetFeatures,
+  toVoid,
+);
+/** Resolves with the count written (BatchSetResponse.written). */
+export const BATCH_SET: TypedMethod<readonly SetFeaturesItem[], undefined, undefined, number> = typedMethod(
+  Method.BatchSet,
+  "BatchSetResponse",
+  encodeBatchSetRequest,
+  decodeField1Varint,
+);
+/** Resolves true if anything was deleted (DeleteFeaturesResponse.deleted). */
+export const DELETE_FEATURES: TypedMethod<string, Names, undefined, boolean> = typedMethod(
+  Method.DeleteFeatures,
+  "DeleteFeaturesResponse",
+  encodeDeleteFeaturesRequest,
+  decodeDeleted,
+);
+
+/** What `callTyped` runs a request through: request body `buf[start, end)` of `method` in, answer body out. */
+export interface SyncCaller {
+  call(method: number, buf: Uint8Array, start: number, end: number): Uint8Array;
+}
+
+/** What `callTypedAsync` runs a request through (a client transport is one). */
+export interface AsyncCaller {
+  call(method: number, body: Uint8Array, deadlineMs: number): Promise<Uint8Array>;
+}
+
+/**
+ * Runs `m` synchronously: encodes the request into `w` (reset first), hands it to `caller`,
+ * decodes the answer. Encoding and caller errors are thrown as they are.
+ */
+export function callTyped<A, B, C, R>(
+  m: TypedMethod<A, B, C, R>,
+  w: ProtoWriter,
+  caller: SyncCaller,
+  a: A,
+  b: B,
+  c: C,
+): R {
+  w.reset();
+  m.encode(w, a, b, c);
+  return m.decode(caller.call(m.method, w.bytes, 0, w.pos));
+}
+
+/**
+ * Runs `m` through an asynchronous `caller`: encodes the request into `w` (reset first; the
+ * caller copies the body before it returns), calls, decodes the answer. Never throws: a request
+ * that cannot be encoded rejects with FeatureStoreError.from of the error, an undecodable answer
+ * rejects INTERNAL. Allocates the request view and the `then` promise, nothing else.
+ */
+export function callTypedAsync<A, B, C, R>(
+  m: TypedMethod<A, B, C, R>,
+  w: ProtoWriter,
+  caller: AsyncCaller,
+  a: A,
+  b: B,
+  c: C,
+  deadlineMs: number,
+): Promise<R> {
+  w.reset();
+  try {
+    m.encode(w, a, b, c);
+  } catch (err) {
+    return Promise.reject(FeatureStoreError.from(err));
+  }
+  return caller.call(m.method, w.view(), deadlineMs).then(m.decodeAnswer);
 }

@@ -5,20 +5,20 @@
  */
 import type { CacheOptions } from "../cache/index.ts";
 import type { FeaturesInput } from "../codec/features.ts";
-import { isWriteMethod, Method } from "../codec/frame.ts";
+import { isWriteMethod } from "../codec/frame.ts";
 import {
+  BATCH_GET,
+  BATCH_SET,
   type BatchGetResult,
-  decodeBatchGetResponse,
-  decodeField1Varint,
-  decodeGetFeaturesResponse,
-  encodeBatchGetRequest,
-  encodeBatchSetRequest,
-  encodeDeleteFeaturesRequest,
-  encodeGetFeaturesRequest,
-  encodeSetFeaturesRequest,
+  callTyped,
+  DELETE_FEATURES,
   type FeatureStoreApi,
+  GET_FEATURES,
   type GetFeaturesResult,
+  SET_FEATURES,
   type SetFeaturesItem,
+  type SetOptions,
+  type SyncCaller,
 } from "../codec/messages.ts";
 import { ProtoWriter } from "../codec/wire.ts";
 import { MemoryStore } from "../store/memory.ts";
@@ -29,7 +29,7 @@ import { FeatureService, type ServiceOptions } from "./service.ts";
 /** Synchronous implementation of FeatureStoreApi over an in-process FeatureService. */
 export class EmbeddedFeatureStore implements FeatureStoreApi {
   private readonly req = new ProtoWriter(4096);
-  private readonly res = new ProtoWriter(4096);
+  private readonly local: InProcessCall;
 
   /**
    * @param durable the store behind `service` when it keeps files: every write call returns
@@ -38,7 +38,9 @@ export class EmbeddedFeatureStore implements FeatureStoreApi {
   constructor(
     readonly service: FeatureService,
     private readonly durable: TieredStore | null = null,
-  ) {}
+  ) {
+    this.local = new InProcessCall(service, durable);
+  }
 
   /** A store over a fresh in-memory cache: nothing survives the process. */
   static create(cache: CacheOptions, service: Partial<ServiceOptions> = {}): EmbeddedFeatureStore {
@@ -70,47 +72,47 @@ export class EmbeddedFeatureStore implements FeatureStoreApi {
     this.durable?.close();
   }
 
-  private run(method: number): Uint8Array {
+  getFeatures(entityId: string, featureNames?: readonly string[]): GetFeaturesResult {
+    return callTyped(GET_FEATURES, this.req, this.local, entityId, featureNames, undefined);
+  }
+
+  batchGet(entityIds: readonly string[], featureNames?: readonly string[]): BatchGetResult {
+    return callTyped(BATCH_GET, this.req, this.local, entityIds, featureNames, undefined);
+  }
+
+  setFeatures(entityId: string, features: FeaturesInput, options: SetOptions = {}): void {
+    callTyped(SET_FEATURES, this.req, this.local, entityId, features, options);
+  }
+
+  batchSet(items: readonly SetFeaturesItem[]): number {
+    return callTyped(BATCH_SET, this.req, this.local, items, undefined, undefined);
+  }
+
+  deleteFeatures(entityId: string, featureNames?: readonly string[]): boolean {
+    return callTyped(DELETE_FEATURES, this.req, this.local, entityId, featureNames, undefined);
+  }
+}
+
+/**
+ * One request through the service, answered into a reused writer (the answer is a view of it,
+ * valid until the next call). On a durable store, a write returns only once its commit is
+ * durable, and throws the commit's error.
+ */
+class InProcessCall implements SyncCaller {
+  private readonly res = new ProtoWriter(4096);
+
+  constructor(
+    private readonly service: FeatureService,
+    private readonly durable: TieredStore | null,
+  ) {}
+
+  call(method: number, buf: Uint8Array, start: number, end: number): Uint8Array {
     this.res.reset();
-    this.service.handle(method, this.req.bytes, 0, this.req.pos, this.res);
+    this.service.handle(method, buf, start, end, this.res);
     if (this.durable !== null && isWriteMethod(method)) {
       const err = this.durable.commit();
       if (err !== null) throw err;
     }
     return this.res.view();
-  }
-
-  getFeatures(entityId: string, featureNames?: readonly string[]): GetFeaturesResult {
-    this.req.reset();
-    encodeGetFeaturesRequest(this.req, entityId, featureNames);
-    return decodeGetFeaturesResponse(this.run(Method.GetFeatures));
-  }
-
-  batchGet(entityIds: readonly string[], featureNames?: readonly string[]): BatchGetResult {
-    this.req.reset();
-    encodeBatchGetRequest(this.req, entityIds, featureNames);
-    return decodeBatchGetResponse(this.run(Method.BatchGet));
-  }
-
-  setFeatures(
-    entityId: string,
-    features: FeaturesInput,
-    options: { ttlMs?: number; replace?: boolean } = {},
-  ): void {
-    this.req.reset();
-    encodeSetFeaturesRequest(this.req, { entityId, features, ...options });
-    this.run(Method.SetFeatures);
-  }
-
-  batchSet(items: readonly SetFeaturesItem[]): number {
-    this.req.reset();
-    encodeBatchSetRequest(this.req, items);
-    return decodeField1Varint(this.run(Method.BatchSet));
-  }
-
-  deleteFeatures(entityId: string, featureNames?: readonly string[]): boolean {
-    this.req.reset();
-    encodeDeleteFeaturesRequest(this.req, entityId, featureNames);
-    return decodeField1Varint(this.run(Method.DeleteFeatures)) !== 0;
   }
 }

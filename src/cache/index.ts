@@ -20,6 +20,7 @@ import {
   C_HITS,
   C_MISSES,
   COUNTER_STRIDE,
+  unsafeExposeInternals as exposeShard,
   Shard,
   type ShardGeometry,
   shardGeometry,
@@ -66,10 +67,6 @@ export interface CacheOptions {
    * compaction pause (~0.1 ms per 256 KiB of 500-byte entries on this machine).
    */
   maxEntryBytes?: number;
-  /** 32-bit hash seed; default random per cache. */
-  hashSeed?: number;
-  /** Testing only: ANDed into every key hash; 0 makes every key collide. Default 0xffffffff. */
-  hashMask?: number;
 }
 
 /** Counters of one shard or of the whole cache. */
@@ -123,6 +120,33 @@ function randomSeed(): number {
   return crypto.getRandomValues(new Int32Array(1))[0]!;
 }
 
+/** What tests may inspect and set of a cache; see unsafeExposeInternals. */
+export interface CacheInternals {
+  /** Throws, naming the shard, if any shard's internal invariant is broken. O(capacity + arena). */
+  checkInvariants(): void;
+  /** Keys of one shard from most to least recently used (copies). */
+  shardKeys(shard: number): Uint8Array[];
+  /** The shard a key maps to. */
+  shardOf(key: Uint8Array, start?: number, end?: number): number;
+  /**
+   * Fixes the 32-bit hash seed (random per cache otherwise) and ANDs `mask` (default 0xffffffff)
+   * into every key hash: 0 makes every key collide. Only while the cache is empty; throws otherwise.
+   */
+  setHashing(seed: number, mask?: number): void;
+}
+
+/**
+ * Opens a cache's internal state to tests that check its invariants and force hash collisions
+ * (the pattern of node-lru-cache's `unsafeExposeInternals`). Not for production use; it may
+ * change at any time.
+ */
+export function unsafeExposeInternals(cache: ShardedLruCache): CacheInternals {
+  return exposeCache(cache);
+}
+
+/** Set by ShardedLruCache's static block, the one place outside its methods that reads its private state. */
+let exposeCache: (cache: ShardedLruCache) => CacheInternals;
+
 /**
  * Sharded, byte-bounded LRU cache with lazy TTLs. Single-threaded; all storage is in ArrayBuffers.
  *
@@ -141,8 +165,10 @@ export class ShardedLruCache {
   private readonly shards: Shard[];
   private readonly shardMask: number;
   private readonly shardBits: number;
-  private readonly seed: number;
-  private readonly hashMask: number;
+  /** Random per cache, against hash flooding; tests fix it through unsafeExposeInternals. */
+  private seed: number;
+  /** ANDed into every key hash: -1 except in tests that force collisions. */
+  private hashMask: number;
   private readonly maxEntry: number;
   private readonly now: () => number;
   private readonly copier = new ByteCopier();
@@ -178,8 +204,8 @@ export class ShardedLruCache {
     this.shardCount = shardCount;
     this.shardMask = shardCount - 1;
     this.shardBits = Math.log2(shardCount);
-    this.seed = opts.hashSeed === undefined ? randomSeed() : opts.hashSeed | 0;
-    this.hashMask = opts.hashMask === undefined ? -1 : opts.hashMask | 0;
+    this.seed = randomSeed();
+    this.hashMask = -1;
     this.maxEntry = geometry.maxEntryBytes;
     this.now = opts.now ?? Date.now;
     this.counters = new Float64Array(shardCount * COUNTER_STRIDE);
@@ -410,29 +436,7 @@ export class ShardedLruCache {
     return this.has(this.scratch, 0, n);
   }
 
-  // ---- testing ------------------------------------------------------------------------------------------
-
-  /** Throws if any shard's internal invariant is broken. O(capacity + arena); for tests. */
-  checkInvariants(): void {
-    const hashOf = (k: Uint8Array, s: number, e: number) => hashBytes(k, s, e, this.seed) & this.hashMask;
-    this.shards.forEach((shard, i) => {
-      try {
-        shard.checkInvariants(hashOf);
-      } catch (err) {
-        throw new Error(`shard ${i}: ${(err as Error).message}`, { cause: err });
-      }
-    });
-  }
-
-  /** Keys of one shard from most to least recently used (copies; for tests). */
-  shardKeys(shard: number): Uint8Array[] {
-    return this.shards[shard]!.keysMruToLru();
-  }
-
-  /** The shard a key maps to. */
-  shardOf(key: Uint8Array, start = 0, end: number = key.length): number {
-    return this.hash(key, start, end) & this.shardMask;
-  }
+  // ---- diagnostics ---------------------------------------------------------------------------------------
 
   /** Arena usage summed over shards: live block bytes vs. bytes of segments in use (fragmentation). */
   arenaUsage(): { liveBlockBytes: number; segmentBytesInUse: number } {
@@ -444,6 +448,35 @@ export class ShardedLruCache {
       inUse += u.segmentsInUse * u.segmentBytes;
     }
     return { liveBlockBytes: live, segmentBytesInUse: inUse };
+  }
+
+  // ---- testing: reached only through unsafeExposeInternals -----------------------------------------------
+
+  static {
+    exposeCache = (c) => ({
+      checkInvariants() {
+        const hashOf = (k: Uint8Array, s: number, e: number) => hashBytes(k, s, e, c.seed) & c.hashMask;
+        c.shards.forEach((shard, i) => {
+          try {
+            exposeShard(shard).checkInvariants(hashOf);
+          } catch (err) {
+            throw new Error(`shard ${i}: ${(err as Error).message}`, { cause: err });
+          }
+        });
+      },
+      shardKeys(shard) {
+        return exposeShard(c.shards[shard]!).keysMruToLru();
+      },
+      shardOf(key, start = 0, end = key.length) {
+        return c.hash(key, start, end) & c.shardMask;
+      },
+      setHashing(seed, mask = -1) {
+        if (c.size !== 0)
+          throw new Error(`setHashing: the cache holds ${c.size} entries; call it while empty`);
+        c.seed = seed | 0;
+        c.hashMask = mask | 0;
+      },
+    });
   }
 }
 

@@ -164,6 +164,25 @@ export function shardGeometry(capacity: number, maxBytes: number, maxEntryBytes:
   };
 }
 
+/** What the cache's test exposure reaches in a shard; see unsafeExposeInternals. */
+export interface ShardInternals {
+  /** Keys from most to least recently used, as byte copies (allocates). */
+  keysMruToLru(): Uint8Array[];
+  /** Throws if any internal invariant is broken. `hashOf` recomputes a key's hash. O(capacity + arena). */
+  checkInvariants(hashOf: (key: Uint8Array, start: number, end: number) => number): void;
+}
+
+/**
+ * Opens a shard's internal state to the cache's test exposure (index.ts `unsafeExposeInternals`,
+ * the pattern of node-lru-cache). Not for production use.
+ */
+export function unsafeExposeInternals(shard: Shard): ShardInternals {
+  return exposeShard(shard);
+}
+
+/** Set by Shard's static block, the one place outside its methods that reaches its private state. */
+let exposeShard: (shard: Shard) => ShardInternals;
+
 /** One shard. Methods take slot ids; the cache maps handles and validates arguments. */
 export class Shard {
   readonly capacity: number;
@@ -659,18 +678,6 @@ export class Shard {
     c[C_ARENA] = 0;
   }
 
-  // ---- testing ---------------------------------------------------------------------------------------
-
-  /** Keys from most to least recently used, as byte copies (allocates; for tests and debugging). */
-  keysMruToLru(): Uint8Array[] {
-    const keys: Uint8Array[] = [];
-    for (let s = this.head; s >= 0; s = this.meta[s * META_INTS + M_NEXT]!) {
-      const at = this.meta[s * META_INTS + M_BLOCK]! + HEADER;
-      keys.push(this.arena.slice(at, at + this.meta[s * META_INTS + M_KEYLEN]!));
-    }
-    return keys;
-  }
-
   /** Bytes of the arena holding live blocks vs. segments in use, for fragmentation reports. */
   arenaUsage(): { liveBlockBytes: number; segmentsInUse: number; segmentBytes: number } {
     return {
@@ -680,8 +687,27 @@ export class Shard {
     };
   }
 
+  // ---- testing: reached only through unsafeExposeInternals -------------------------------------------
+
+  static {
+    exposeShard = (shard) => ({
+      keysMruToLru: () => shard.keysMruToLru(),
+      checkInvariants: (hashOf) => shard.checkInvariants(hashOf),
+    });
+  }
+
+  /** Keys from most to least recently used, as byte copies (allocates). */
+  private keysMruToLru(): Uint8Array[] {
+    const keys: Uint8Array[] = [];
+    for (let s = this.head; s >= 0; s = this.meta[s * META_INTS + M_NEXT]!) {
+      const at = this.meta[s * META_INTS + M_BLOCK]! + HEADER;
+      keys.push(this.arena.slice(at, at + this.meta[s * META_INTS + M_KEYLEN]!));
+    }
+    return keys;
+  }
+
   /** Throws if any internal invariant is broken. `hashOf` recomputes a key's hash. O(capacity + arena). */
-  checkInvariants(hashOf: (key: Uint8Array, start: number, end: number) => number): void {
+  private checkInvariants(hashOf: (key: Uint8Array, start: number, end: number) => number): void {
     const fail = (msg: string): never => {
       throw new Error(`shard invariant: ${msg}`);
     };

@@ -1,14 +1,35 @@
 import { describe, expect, test } from "bun:test";
-import { CacheError, type CacheOptions, encodeUtf8, ShardedLruCache } from "../../src/cache/index.ts";
+import {
+  CacheError,
+  type CacheOptions,
+  encodeUtf8,
+  ShardedLruCache,
+  unsafeExposeInternals,
+} from "../../src/cache/index.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 const k = (s: string) => enc.encode(s);
 
+/** Cache options plus the hashing a test fixes through unsafeExposeInternals (seed, and a mask to force collisions). */
+type TestCacheOptions = CacheOptions & { hashSeed?: number; hashMask?: number };
+
+/** A cache whose hash seed (and mask) is fixed, so that a failure replays. */
+function seededCache({ hashSeed, hashMask, ...opts }: TestCacheOptions): ShardedLruCache {
+  const cache = new ShardedLruCache(opts);
+  unsafeExposeInternals(cache).setHashing(hashSeed ?? 42, hashMask);
+  return cache;
+}
+
+/** Throws if an internal invariant of the cache is broken. */
+function checkInvariants(cache: ShardedLruCache): void {
+  unsafeExposeInternals(cache).checkInvariants();
+}
+
 /** A cache with a fake clock the test advances. */
-function makeCache(opts: Partial<CacheOptions> = {}) {
+function makeCache(opts: Partial<TestCacheOptions> = {}) {
   const clock = { t: 1_000 };
-  const cache = new ShardedLruCache({
+  const cache = seededCache({
     maxEntries: 100,
     maxBytes: 1 << 20,
     shardCount: 1,
@@ -28,7 +49,9 @@ function read(cache: ShardedLruCache, key: string): string | undefined {
 }
 
 function keysOf(cache: ShardedLruCache, shard = 0): string[] {
-  return cache.shardKeys(shard).map((b) => dec.decode(b));
+  return unsafeExposeInternals(cache)
+    .shardKeys(shard)
+    .map((b) => dec.decode(b));
 }
 
 /** Applies a tiny op language: "set a=xx", "set a=xx ttl=5", "get a", "del a", "tick 5". */
@@ -43,7 +66,7 @@ function run(cache: ShardedLruCache, clock: { t: number }, ops: string[]): void 
     else if (verb === "del") cache.deleteString(arg);
     else if (verb === "tick") clock.t += Number(arg);
     else throw new Error(`bad op ${op}`);
-    cache.checkInvariants();
+    checkInvariants(cache);
   }
 }
 
@@ -134,7 +157,7 @@ describe("TTL", () => {
       expect(s.expirations).toBe(c.alive ? 0 : 1);
       expect(s.entries).toBe(c.alive ? 1 : 0);
       expect(s.bytesUsed).toBe(c.alive ? 8 : 0);
-      cache.checkInvariants();
+      checkInvariants(cache);
     });
   }
 
@@ -206,7 +229,7 @@ describe("byte budget", () => {
     cache.setString("e", k("5".repeat(19)));
     expect(keysOf(cache)).toEqual(["e", "d"]);
     expect(cache.stats()).toMatchObject({ bytesUsed: 30, evictions: 3 });
-    cache.checkInvariants();
+    checkInvariants(cache);
   });
 
   const tooLarge: {
@@ -267,7 +290,7 @@ describe("byte budget", () => {
     cache.setString("a", k("1"));
     cache.set(k("b"), new Uint8Array(63).fill(7));
     expect(keysOf(cache)).toEqual(["b"]);
-    cache.checkInvariants();
+    checkInvariants(cache);
   });
 });
 
@@ -296,7 +319,7 @@ describe("overwrite", () => {
       expect(read(cache, "before")).toBe("x");
       expect(read(cache, "after")).toBe("y");
       expect(cache.stats()).toMatchObject({ entries: 3, bytesUsed: 6 + 1 + 5 + 1 + 3 + to });
-      cache.checkInvariants();
+      checkInvariants(cache);
     });
   }
 
@@ -307,7 +330,7 @@ describe("overwrite", () => {
     cache.set(k("c"), new Uint8Array(9));
     cache.set(k("a"), new Uint8Array(29));
     expect(keysOf(cache)).toEqual(["a", "c"]);
-    cache.checkInvariants();
+    checkInvariants(cache);
   });
 });
 
@@ -337,7 +360,7 @@ describe("delete", () => {
       run(cache, clock, c.ops);
       expect(cache.deleteString(c.del)).toBe(c.result);
       expect(keysOf(cache)).toEqual(c.left);
-      cache.checkInvariants();
+      checkInvariants(cache);
     });
   }
 });
@@ -350,7 +373,7 @@ describe("hash collisions", () => {
       keys.forEach((key, i) => {
         cache.setString(key, k(`v${i}`));
       });
-      cache.checkInvariants();
+      checkInvariants(cache);
       keys.forEach((key, i) => {
         expect(read(cache, key)).toBe(`v${i}`);
       });
@@ -358,7 +381,7 @@ describe("hash collisions", () => {
       keys.forEach((key, i) => {
         if (i % 3 === 0) expect(cache.deleteString(key)).toBe(true);
       });
-      cache.checkInvariants();
+      checkInvariants(cache);
       keys.forEach((key, i) => {
         expect(read(cache, key)).toBe(i % 3 === 0 ? undefined : `v${i}`);
       });
@@ -461,7 +484,7 @@ describe("one shard vs many", () => {
     expect(b!.shards.length).toBe(16);
     // Arena claims differ (each shard opens its own segment); everything observable agrees.
     expect({ ...b, shards: [], arenaBytes: 0 }).toEqual({ ...a!, shards: [], arenaBytes: 0 });
-    for (const { cache } of caches) cache.checkInvariants();
+    for (const { cache } of caches) checkInvariants(cache);
   });
 
   test("per-shard stats add up to the totals, and bounds apply per shard", () => {
@@ -478,7 +501,7 @@ describe("one shard vs many", () => {
     expect(cache.totals()).toEqual({ ...s, shards: undefined } as never);
     const row = cache.counters.subarray(0, 8);
     expect(row[4]).toBe(s.shards[0]!.entries);
-    cache.checkInvariants();
+    checkInvariants(cache);
   });
 });
 
@@ -584,7 +607,7 @@ describe("clear", () => {
 describe("fragmentation", () => {
   test("values of 50 B to 5 KB churned through a full cache keep the arena within 1/7 of live bytes plus two segments per shard", () => {
     const shardCount = 4;
-    const cache = new ShardedLruCache({ maxEntries: 4000, maxBytes: 4 << 20, shardCount, hashSeed: 1 });
+    const cache = seededCache({ maxEntries: 4000, maxBytes: 4 << 20, shardCount, hashSeed: 1 });
     let seed = 3;
     const rnd = (n: number) => {
       seed = (Math.imul(seed, 1103515245) + 12345) | 0;
@@ -597,7 +620,7 @@ describe("fragmentation", () => {
       if (op < 8) cache.setString(`user:${rnd(6000)}`, value.subarray(0, len));
       else cache.deleteString(`user:${rnd(6000)}`);
     }
-    cache.checkInvariants();
+    checkInvariants(cache);
     const u = cache.arenaUsage();
     const segment = 128 << 10;
     expect(u.segmentBytesInUse).toBeLessThanOrEqual((u.liveBlockBytes * 8) / 7 + 2 * segment * shardCount);

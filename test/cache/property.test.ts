@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { CacheError, ShardedLruCache } from "../../src/cache/index.ts";
+import { CacheError, ShardedLruCache, unsafeExposeInternals } from "../../src/cache/index.ts";
 
 /**
  * Reference model: one insertion-ordered Map per shard (first = least recently used), plain counters.
@@ -165,7 +165,10 @@ type Config = {
 describe("property: the cache behaves like a map-per-shard LRU model", () => {
   const check = (cfg: Config, ops: Op[]) => {
     let now = 1_000;
-    const cache = new ShardedLruCache({ ...cfg, hashSeed: 9, now: () => now });
+    const { hashMask, ...opts } = cfg;
+    const cache = new ShardedLruCache({ ...opts, now: () => now });
+    const internals = unsafeExposeInternals(cache);
+    internals.setHashing(9, hashMask);
     if (cfg.shardCount > cfg.maxBytes) return;
     const cap = Math.ceil(cfg.maxEntries / cfg.shardCount);
     const budget = Math.floor(cfg.maxBytes / cfg.shardCount);
@@ -186,7 +189,7 @@ describe("property: the cache behaves like a map-per-shard LRU model", () => {
         continue;
       }
       const key = KEYS[op.key]!;
-      const m = model[cache.shardOf(key)]!;
+      const m = model[internals.shardOf(key)]!;
       const mk = hex(key);
       if (op.op === "get") {
         const expected = m.get(mk, now);
@@ -209,7 +212,7 @@ describe("property: the cache behaves like a map-per-shard LRU model", () => {
       } else {
         expect(cache.has(key)).toBe(m.has(mk, now));
       }
-      cache.checkInvariants();
+      internals.checkInvariants();
     }
     const stats = cache.stats();
     stats.shards.forEach((s, i) => {
@@ -223,7 +226,7 @@ describe("property: the cache behaves like a map-per-shard LRU model", () => {
         expirations: ms.expirations,
       });
       // LRU order: the cache lists MRU first, the model's Map lists LRU first.
-      expect(cache.shardKeys(i).map(hex)).toEqual([...ms.map.keys()].reverse());
+      expect(internals.shardKeys(i).map(hex)).toEqual([...ms.map.keys()].reverse());
     });
   };
 
@@ -255,15 +258,16 @@ describe("property: the cache behaves like a map-per-shard LRU model", () => {
             maxBytes: 20_000,
             shardCount: 2,
             maxEntryBytes: 400,
-            hashSeed: 3,
           });
+          const internals = unsafeExposeInternals(cache);
+          internals.setHashing(3);
           const model = new Map<number, number>();
           const out = new Uint8Array(400);
           for (const [key, len] of writes) {
             cache.setString(`key:${key}`, new Uint8Array(len).fill(key));
             model.set(key, len);
           }
-          cache.checkInvariants();
+          internals.checkInvariants();
           for (const [key, len] of model) {
             const n = cache.getString(`key:${key}`, out);
             if (n >= 0) {

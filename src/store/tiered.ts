@@ -23,15 +23,19 @@ import type { DurableStore } from "./types.ts";
 const ABSENT = new Uint8Array([0]);
 /** The handle of a record served from the side buffer. */
 const LARGE = 0x7fffffff;
-/** DURABILITY=async: the WAL is fsynced (checkpointed) this often, ms (Redis' appendfsync everysec). */
-export const ASYNC_FSYNC_EVERY_MS = 1000;
+/**
+ * The WAL is checkpointed into the database file this often, ms: with DURABILITY=async that is
+ * the fsync (Redis' appendfsync everysec); in both modes it keeps the WAL small (left to
+ * SQLite's page-count trigger it grew to 16 MiB, a disk-full hazard on a small volume).
+ */
+export const CHECKPOINT_EVERY_MS = 1000;
 /** How often expired rows are purged, ms; each step deletes at most PURGE_BATCH rows. */
 const PURGE_EVERY_MS = 1000;
 
 export interface TieredStoreOptions {
   cache: CacheOptions;
   backend: SqliteBackend;
-  /** Async durability: checkpoint (fsync) the backend this often, ms. 0 = never (sync mode fsyncs every commit). */
+  /** Checkpoint (and so fsync) the backend this often, ms; 0 = leave it to SQLite. */
   checkpointEveryMs: number;
   logger: Logger;
 }
@@ -59,7 +63,7 @@ export class TieredStore implements DurableStore {
     return new TieredStore({
       cache: opts.cache,
       backend,
-      checkpointEveryMs: opts.durability === "async" ? ASYNC_FSYNC_EVERY_MS : 0,
+      checkpointEveryMs: CHECKPOINT_EVERY_MS,
       logger: opts.logger ?? silentLogger,
     });
   }

@@ -609,12 +609,7 @@ describe("a full disk (DURABILITY=sync, a tmpfs as DATA_DIR)", () => {
     });
   }, 60_000);
 
-  // Skipped until src/store/sqlite/backend.ts stops writing PRAGMA application_id and
-  // user_version on every start: on a disk that is still full those writes can fail with
-  // SQLITE_FULL and the server exits 2 ("cannot be opened: SQLITE_FULL"), depending on how much
-  // of the WAL the last failed commit left allocated (every one of 6 runs with these numbers;
-  // 64 writers of 3 KB records leave enough room, which is why the test above grows the disk).
-  test.skip("a server restarted on a disk that is still full serves every acknowledged write", async () => {
+  test("a server restarted on a disk that is still full serves every acknowledged write", async () => {
     await diskFull({
       size: "4m",
       connections: 4,
@@ -625,13 +620,11 @@ describe("a full disk (DURABILITY=sync, a tmpfs as DATA_DIR)", () => {
     });
   }, 60_000);
 
-  // Skipped until the TCP server holds each write's answer on the commit that write joined:
-  // when a write fails at put time (a transaction larger than SQLite's page cache spills into a
-  // WAL that cannot grow), TieredStore.fail() rolls back the turn and drops its batch, and the
-  // OK answers of earlier writes of the same data event are then sent at once (sync() is null)
-  // or after the next turn's commit: acknowledged but rolled back. Three runs in four with
-  // 512 writes of 8 KB in flight lose 20-60 acknowledged writes (every 8th id: one connection).
-  test.skip("with 512 writes in flight on a full disk no acknowledged write is lost", async () => {
+  // A write that fails before the commit (a transaction larger than SQLite's page cache spills
+  // into a WAL that cannot grow) rolls back the whole turn: the OK answers of the turn's earlier
+  // writes must turn into errors, not wait for the next commit (that lost 20-60 acknowledged
+  // writes in three runs of four before the TCP server held each write on its own commit).
+  test("with 512 writes in flight on a full disk no acknowledged write is lost", async () => {
     await diskFull({
       size: "16m",
       connections: 8,

@@ -99,8 +99,10 @@ export class SqliteBackend {
           "record BLOB NOT NULL, expires_at INTEGER NOT NULL)",
       );
       db.run("CREATE INDEX IF NOT EXISTS entities_expiry ON entities(expires_at) WHERE expires_at > 0");
-      db.run(`PRAGMA application_id = ${APPLICATION_ID}`);
-      db.run(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+      // Written only when they differ: a restart on a full disk must still be able to read.
+      if (pragma(db, "application_id") !== APPLICATION_ID)
+        db.run(`PRAGMA application_id = ${APPLICATION_ID}`);
+      if (pragma(db, "user_version") !== SCHEMA_VERSION) db.run(`PRAGMA user_version = ${SCHEMA_VERSION}`);
     } catch (err) {
       db.close();
       if (err instanceof StoreStartError) throw err;
@@ -119,13 +121,13 @@ export class SqliteBackend {
     const db = this.db;
     // The first read takes the lock (and fails with SQLITE_BUSY if another process holds it),
     // and fails with SQLITE_NOTADB on a file that is not a database.
-    const app = (db.query("PRAGMA application_id").get() as { application_id: number }).application_id;
+    const app = pragma(db, "application_id");
     const tables = db.query("SELECT count(*) AS n FROM sqlite_master").get() as { n: number };
     if (tables.n > 0 && app !== APPLICATION_ID)
       throw new StoreStartError(
         `${this.path} is a SQLite file of another application (application_id ${app}): not a feature store file`,
       );
-    const version = (db.query("PRAGMA user_version").get() as { user_version: number }).user_version;
+    const version = pragma(db, "user_version");
     if (tables.n > 0 && version > SCHEMA_VERSION)
       throw new StoreStartError(
         `${this.path} has schema version ${version}; this server reads ${SCHEMA_VERSION}`,
@@ -270,6 +272,10 @@ export class SqliteBackend {
       },
     );
   }
+}
+
+function pragma(db: Database, name: string): number {
+  return (db.query(`PRAGMA ${name}`).get() as Record<string, number>)[name]!;
 }
 
 /** A start-up failure in the operator's words. */

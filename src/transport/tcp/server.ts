@@ -235,8 +235,13 @@ class TcpServerCore implements TcpServer {
   private readonly idleTimeoutMs: number;
   private readonly frameTimeoutMs: number;
   private readonly sync: () => Promise<void> | null;
-  /** Where in `out` this data event's first write answer starts (answers from there are held), or -1. */
-  private holdFrom = -1;
+  /**
+   * Where in `out` each commit this data event's writes joined starts: `at` is the first write
+   * answer of the commit `batch`. Answers from a mark on wait for its commit, each write for
+   * the commit it was applied in (a write that fails before the commit fails the earlier writes
+   * of its commit too, so they must not wait for the next one).
+   */
+  private readonly holdMarks: { at: number; batch: Promise<void> }[] = [];
   /** Answers of the current data event; shared by all connections (one event at a time). */
   private readonly out = new ProtoWriter(OUT_BYTES);
   private readonly open = new Set<Sock>();
@@ -387,7 +392,7 @@ class TcpServerCore implements TcpServer {
     conn.lastTick = this.tick;
     const out = this.out;
     out.reset();
-    this.holdFrom = conn.held === null ? -1 : 0;
+    this.holdMarks.length = 0;
     let at = 0;
     if (conn.inputLen > 0) at = this.continueFrame(conn, data);
     if (!conn.closing) {
@@ -575,7 +580,7 @@ class TcpServerCore implements TcpServer {
     let code: number = Code.OK;
     try {
       this.service.handle(method, buf, bodyStart, bodyEnd, out);
-      if (this.holdFrom < 0 && isWriteMethod(method) && this.sync() !== null) this.holdFrom = headerAt;
+      if (isWriteMethod(method)) this.markCommit(headerAt);
     } catch (err) {
       code = this.failed(err, method, requestId, headerAt);
     }
@@ -651,27 +656,39 @@ class TcpServerCore implements TcpServer {
 
   // ---- output -------------------------------------------------------------------------------
 
+  /** Notes that the write answered at `at` waits for the store's current commit. */
+  private markCommit(at: number): void {
+    const batch = this.sync();
+    if (batch === null) return;
+    const marks = this.holdMarks;
+    if (marks.length === 0 || marks[marks.length - 1]!.batch !== batch) marks.push({ at, batch });
+  }
+
   /**
-   * Sends the answers in `out` and rewinds it: those before the first write of this event go
-   * now, the rest are held until that write is durable (behind whatever the connection holds).
+   * Sends the answers in `out` and rewinds it: those before this event's first write go now
+   * (unless earlier answers of the connection still wait), each run from a write on is held
+   * until that write's commit.
    */
   private flushOut(socket: Sock, conn: Connection): void {
     const out = this.out;
-    const from = this.holdFrom;
-    if (from < 0) {
-      if (out.pos > 0) this.send(socket, conn, out.bytes, 0, out.pos);
-    } else {
-      if (from > 0) this.send(socket, conn, out.bytes, 0, from);
-      if (out.pos > from) this.hold(socket, conn, out.bytes.slice(from, out.pos));
-      this.holdFrom = 0; // later answers of this event wait behind these
+    const marks = this.holdMarks;
+    const firstMark = marks.length > 0 ? marks[0]!.at : out.pos;
+    if (firstMark > 0) {
+      if (conn.held === null) this.send(socket, conn, out.bytes, 0, firstMark);
+      else this.hold(socket, conn, out.bytes.slice(0, firstMark), null);
     }
+    for (let k = 0; k < marks.length; k++) {
+      const end = k + 1 < marks.length ? marks[k + 1]!.at : out.pos;
+      this.hold(socket, conn, out.bytes.slice(marks[k]!.at, end), marks[k]!.batch);
+    }
+    marks.length = 0;
     out.reset();
   }
 
-  private hold(socket: Sock, conn: Connection, bytes: Uint8Array): void {
+  /** Queues answers behind those the connection holds, until `pending` settles (null: at once). */
+  private hold(socket: Sock, conn: Connection, bytes: Uint8Array, pending: Promise<void> | null): void {
     const segment: HeldAnswers = { bytes, outcome: undefined };
     (conn.held ??= []).push(segment);
-    const pending = this.sync();
     if (pending === null) {
       segment.outcome = null;
       this.release(socket, conn);

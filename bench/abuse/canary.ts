@@ -36,6 +36,8 @@ export interface CanaryResult {
   p99: number;
   p999: number;
   max: number;
+  /** p99 measured from when the request actually left (the server's part, without this process's lateness), us. */
+  p99FromSend: number;
   /** How late this process sent (its timer and event loop, not the server): p99 and max, us. */
   sendLagP99: number;
   sendLagMax: number;
@@ -63,6 +65,7 @@ async function main(): Promise<void> {
   // Bounded: the warm-up, the longest wait for "go", the window and its grace, at one request per period.
   const cap = Math.ceil((warmupMs + MAX_WAIT_FOR_GO_MS + windowMs + GRACE_MS) / periodMs);
   const answered = new Uint8Array(cap);
+  const sentAt = new Float64Array(cap);
   const w = new ProtoWriter(256);
   const BODIES = 1024;
   const bodies: Uint8Array[] = [];
@@ -81,6 +84,7 @@ async function main(): Promise<void> {
   /** Sending stops at this id (the end of the window). */
   let stopId = cap;
   const lat = new Histogram();
+  const fromSend = new Histogram();
   const lag = new Histogram();
   let errors = 0;
   let firstError: string | undefined;
@@ -93,7 +97,9 @@ async function main(): Promise<void> {
     answered[id] = 1;
     if (id < firstId || id >= endId) return;
     inWindowAnswered++;
-    lat.record((performance.now() - due(id)) * 1e6);
+    const now = performance.now();
+    lat.record((now - due(id)) * 1e6);
+    fromSend.record((now - sentAt[id]!) * 1e6);
     if (a.status !== 0) {
       errors++;
       firstError ??= `${codeName(a.status)}: ${a.message}`;
@@ -108,6 +114,7 @@ async function main(): Promise<void> {
     const now = performance.now();
     while (next < stopId && due(next) <= now) {
       if (next >= firstId) lag.record((now - due(next)) * 1e6);
+      sentAt[next] = now;
       conn.send(frame(Method.GetFeatures, next, bodies[next % BODIES]!));
       next++;
     }
@@ -150,6 +157,7 @@ async function main(): Promise<void> {
     p99: us(lat.percentile(99)),
     p999: us(lat.percentile(99.9)),
     max: us(lat.percentile(100)),
+    p99FromSend: us(fromSend.percentile(99)),
     sendLagP99: us(lag.percentile(99)),
     sendLagMax: us(lag.percentile(100)),
     ...(connectionDuringWindow !== undefined ? { connection: connectionDuringWindow } : {}),

@@ -14,15 +14,22 @@
  * just the trailers frame, so clients reading either place see it. `application/grpc-web-text`
  * is the same byte stream in base64, both ways.
  */
-import { Code, FeatureStoreError } from "../../../codec/status.ts";
+import {
+  FLAG_COMPRESSED,
+  headerGrpcMessage,
+  headerGrpcStatus,
+  PREFIX_BYTES,
+  parseGrpcTimeout,
+  percentEncode,
+  readU32BE,
+  writeU32BE,
+} from "../../grpc-wire.ts";
 import { CORS_HEADERS } from "../cors.ts";
 import { headerContentType } from "../headers.ts";
-import { headerGrpcMessage, headerGrpcStatus, headerGrpcTimeout } from "./headers.ts";
 
-/** The length prefix of every frame: one flags byte and a u32 big-endian length. */
-export const PREFIX_BYTES = 5;
-/** Flags bit: the payload is compressed with grpc-encoding. */
-export const FLAG_COMPRESSED = 0x01;
+// Shared with native gRPC (src/transport/grpc): the message prefix, timeouts, status messages.
+export { FLAG_COMPRESSED, PREFIX_BYTES, parseGrpcTimeout, percentEncode, readU32BE, writeU32BE };
+
 /** Flags bit: the payload is the trailers block, not a message. */
 export const FLAG_TRAILERS = 0x80;
 
@@ -58,53 +65,7 @@ export function looksLikeGrpcWeb(contentType: string | null): boolean {
   return contentType !== null && /^application\/grpc-web/i.test(contentType);
 }
 
-/**
- * `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n). Returns milliseconds, or
- * undefined when absent; a malformed value is INVALID_ARGUMENT (as `parseConnectTimeout`).
- */
-export function parseGrpcTimeout(value: string | null): number | undefined {
-  if (value === null) return undefined;
-  const m = /^(\d{1,8})([HMSmun])$/.exec(value);
-  if (m === null)
-    throw new FeatureStoreError(Code.InvalidArgument, `invalid ${headerGrpcTimeout} value: "${value}"`);
-  const n = Number(m[1]);
-  switch (m[2]) {
-    case "H":
-      return n * 3_600_000;
-    case "M":
-      return n * 60_000;
-    case "S":
-      return n * 1000;
-    case "m":
-      return n;
-    case "u":
-      return n / 1000;
-    default:
-      return n / 1_000_000;
-  }
-}
-
 const encoder = new TextEncoder();
-
-/**
- * grpc-message is percent-encoded: bytes outside printable ASCII, and '%', become %XX of
- * their UTF-8 encoding.
- */
-export function percentEncode(message: string): string {
-  let plain = true;
-  for (let i = 0; i < message.length && plain; i++) {
-    const c = message.charCodeAt(i);
-    plain = c >= 0x20 && c <= 0x7e && c !== 0x25;
-  }
-  if (plain) return message;
-  let out = "";
-  for (const b of encoder.encode(message))
-    out +=
-      b >= 0x20 && b <= 0x7e && b !== 0x25
-        ? String.fromCharCode(b)
-        : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;
-  return out;
-}
 
 /** The trailers frame for a status: flag 0x80, length, then the HTTP/1-style header block. */
 export function trailersFrame(code: number, message: string): Uint8Array {
@@ -122,19 +83,6 @@ export function trailersFrame(code: number, message: string): Uint8Array {
 
 /** The trailers of every successful answer. */
 export const OK_TRAILERS = trailersFrame(0, "");
-
-/** Writes `v` (0 <= v < 2^32) as 4 big-endian bytes at `at`. */
-export function writeU32BE(buf: Uint8Array, at: number, v: number): void {
-  buf[at] = v >>> 24;
-  buf[at + 1] = v >>> 16;
-  buf[at + 2] = v >>> 8;
-  buf[at + 3] = v;
-}
-
-/** Reads 4 big-endian bytes at `at` as an unsigned number. */
-export function readU32BE(buf: Uint8Array, at: number): number {
-  return buf[at]! * 0x1000000 + ((buf[at + 1]! << 16) | (buf[at + 2]! << 8) | buf[at + 3]!);
-}
 
 /** A trailers-only error answer: HTTP 200, status in the headers and in a trailers frame. */
 export function grpcWebErrorResponse(

@@ -8,6 +8,7 @@
  * bun run bench:abuse -- --only slowloris_200x4mib,never_reads
  * bun run bench:abuse -- --window 3000 --idle 4000 --period-us 1000 --no-pin --keep-logs
  * bun run bench:abuse -- --env STORE=memory --env DURABILITY=async     server settings
+ * bun run bench:abuse -- --render bench/results/abuse.json   re-render the markdown from a JSON
  * ```
  *
  * Per class: a fresh server (`bun src/main.ts`, default settings, its own empty DATA_DIR,
@@ -447,7 +448,15 @@ function gitState(): Results["git"] {
 }
 
 async function main(): Promise<void> {
-  const o = parseArgs(process.argv.slice(2));
+  const argv = process.argv.slice(2);
+  if (argv[0] === "--render") {
+    const json = resolve(argv[1] ?? "bench/results/abuse.json");
+    const md = markdown(JSON.parse(readFileSync(json, "utf8")) as Results);
+    writeFileSync(json.replace(/\.json$/, ".md"), md);
+    console.log(md);
+    return;
+  }
+  const o = parseArgs(argv);
   const started = performance.now();
   mkdirSync(TMP, { recursive: true });
   let pinning = "not pinned";

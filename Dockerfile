@@ -27,10 +27,10 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 # `npm ci` installs exactly the locked versions, checks their integrity hashes and fails if the
 # lock does not satisfy package.json. It checks that for devDependencies too, even with
-# --omit=dev, and the lock lacks some dev tools' optional binaries for other platforms (biome's
-# darwin/win32/musl/android builds, buf's darwin/win32/armv7): `npm ci` refuses such a lock. The
-# dev tools are never installed here, so they are dropped from this stage's package.json first;
-# every production package still comes from the lock, verified.
+# --omit=dev: a lock missing one dev tool's optional binary for another platform (as this one
+# once lacked biome's and buf's darwin/win32/musl builds) fails the image build. The dev tools
+# are never installed here, so they are dropped from this stage's package.json first; every
+# production package still comes from the lock, verified.
 RUN npm pkg delete devDependencies \
  && npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 

@@ -40,7 +40,7 @@ WORKDIR /app
 ENV NODE_ENV=production \
     TCP_PORT=50051 \
     HTTP_PORT=8081 \
-    DATA_DIR=/data \
+    GRPC_PORT=50052 \
     DATA_DIR=/app/data
 COPY --from=deps --chown=bun:bun /app/node_modules ./node_modules
 COPY --chown=bun:bun package.json ./
@@ -52,7 +52,7 @@ COPY --chown=bun:bun src ./src
 RUN mkdir -p /app/data && chown bun:bun /app/data
 VOLUME ["/app/data"]
 USER bun
-EXPOSE 50051 8081
+EXPOSE 50051 50052 8081
 # Liveness: /health is 200 while the process serves, so Docker marks a hung or dead server
 # unhealthy. It is not readiness: /ready (503 while loading or draining) is for load balancers
 # and orchestrators deciding where to send traffic; a draining server is still healthy.

@@ -11,12 +11,15 @@ import { MemoryStore } from "./store/memory.ts";
 import { StoreStartError } from "./store/sqlite/backend.ts";
 import { TieredStore } from "./store/tiered.ts";
 import type { DurableStore } from "./store/types.ts";
+import { type GrpcServer, startGrpcServer } from "./transport/grpc/server.ts";
 import { type HttpServer, startHttpServer } from "./transport/http/server.ts";
 import { startTcpServer, type TcpServer } from "./transport/tcp/server.ts";
 
 export interface RunningServer {
   readonly tcp: TcpServer;
   readonly http: HttpServer;
+  /** Null when GRPC_ENABLED=false. Its port is bound once `grpc.listening` resolves. */
+  readonly grpc: GrpcServer | null;
   readonly store: DurableStore;
   readonly service: FeatureService;
   readonly metrics: HotMetrics;
@@ -53,7 +56,7 @@ export function openStore(config: Config, logger: Logger): MemoryStore | TieredS
   return store;
 }
 
-/** Starts both transports over one store. Ports 0 pick free ports (tests). */
+/** Starts every transport over one store. Ports 0 pick free ports (tests). */
 export function startServer(config: Config, logger: Logger): RunningServer {
   const store = openStore(config, logger);
   const service = new FeatureService(store, {
@@ -95,10 +98,24 @@ export function startServer(config: Config, logger: Logger): RunningServer {
     isReady,
     sync: () => store.sync(),
   });
+  const grpc = config.grpcEnabled
+    ? startGrpcServer({
+        host: config.host,
+        port: config.grpcPort,
+        service,
+        metrics,
+        logger,
+        maxMessageBytes: config.maxFrameBytes,
+        maxBufferedBytes: config.maxClientMemoryBytes,
+        sync: () => store.sync(),
+        isServing: isReady,
+      })
+    : null;
   let stopping: Promise<void> | null = null;
   return {
     tcp,
     http,
+    grpc,
     store,
     service,
     metrics,
@@ -111,6 +128,7 @@ export function startServer(config: Config, logger: Logger): RunningServer {
         stopping = Promise.all([
           tcp.drain(config.shutdownTimeoutMs),
           http.stop(config.shutdownTimeoutMs),
+          grpc?.stop(config.shutdownTimeoutMs),
         ]).then(() => store.close());
       }
       return stopping;
@@ -135,6 +153,7 @@ async function main(): Promise<void> {
   let server: RunningServer;
   try {
     server = startServer(config, logger);
+    await server.grpc?.listening;
   } catch (err) {
     if (err instanceof StoreStartError) {
       logger.error(err.message);
@@ -146,6 +165,7 @@ async function main(): Promise<void> {
   logger.info("feature store listening", {
     tcpPort: server.tcp.port,
     httpPort: server.http.port,
+    grpcPort: server.grpc?.port ?? null,
     cacheSize: config.cacheSize,
     cacheMaxBytes: config.cacheMaxBytes,
     shardCount: config.shardCount,

@@ -32,6 +32,10 @@ export interface Config {
   tcpPort: number;
   /** Connect / gRPC-web / health / metrics port; 0 picks a free one. HTTP_PORT, default 8081. */
   httpPort: number;
+  /** Native gRPC (HTTP/2 cleartext) port; 0 picks a free one. GRPC_PORT, default 50052. */
+  grpcPort: number;
+  /** Serve native gRPC at all. GRPC_ENABLED, default true. */
+  grpcEnabled: boolean;
   /** Most entities held; LRU eviction past it. CACHE_SIZE, default 1,000,000. */
   cacheSize: number;
   /** Most bytes of ids and records held; LRU eviction past it. CACHE_MAX_BYTES, default 1 GiB. */
@@ -95,6 +99,8 @@ export const DEFAULTS: Config = {
   host: "0.0.0.0",
   tcpPort: 50051,
   httpPort: 8081,
+  grpcPort: 50052,
+  grpcEnabled: true,
   cacheSize: 1_000_000,
   cacheMaxBytes: 1024 * 1024 * 1024,
   cacheMaxEntryBytes: 64 * 1024,
@@ -222,6 +228,8 @@ export function loadConfig(env: Env = process.env): Config {
     host,
     tcpPort: int(env, "TCP_PORT", DEFAULTS.tcpPort, 0, 65535),
     httpPort: int(env, "HTTP_PORT", DEFAULTS.httpPort, 0, 65535),
+    grpcPort: int(env, "GRPC_PORT", DEFAULTS.grpcPort, 0, 65535),
+    grpcEnabled: bool(env, "GRPC_ENABLED", DEFAULTS.grpcEnabled),
     cacheSize,
     cacheMaxBytes,
     cacheMaxEntryBytes,

@@ -10,8 +10,8 @@ export const METHOD_LABELS = [...METHOD_NAMES, "unknown"] as const;
 const METHODS = METHOD_LABELS.length;
 
 /** Transports, as the `transport` label values. */
-export const TRANSPORT_NAMES = ["tcp", "connect", "grpc-web"] as const;
-export const Transport = { Tcp: 0, Connect: 1, GrpcWeb: 2 } as const;
+export const TRANSPORT_NAMES = ["tcp", "connect", "grpc-web", "grpc"] as const;
+export const Transport = { Tcp: 0, Connect: 1, GrpcWeb: 2, Grpc: 3 } as const;
 const TRANSPORTS = TRANSPORT_NAMES.length;
 
 /**

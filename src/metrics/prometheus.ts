@@ -22,7 +22,10 @@ import {
 } from "./hot.ts";
 
 /** Transports whose requests are counted in flight (TCP answers within one event). */
-const HTTP_TRANSPORTS = [Transport.Connect, Transport.GrpcWeb];
+/** Transports whose in-flight calls are counted (TCP answers within one data event). */
+const IN_FLIGHT_TRANSPORTS = [Transport.Connect, Transport.GrpcWeb, Transport.Grpc];
+/** Transports that see connections open and close (Bun.serve reports no connection events). */
+const CONNECTION_TRANSPORTS = [Transport.Tcp, Transport.Grpc];
 
 import { CODE_NAMES } from "../codec/status.ts";
 
@@ -185,17 +188,19 @@ export function createMetricsRegistry(opts: MetricsRegistryOptions): Registry {
   add(
     new ScrapeTimeMetric(
       METRIC_NAMES.inFlight,
-      "Requests being handled now, by transport (HTTP transports: Bun.serve reports no connection events).",
+      "Requests being handled now, by transport (connect, grpc-web, grpc).",
       "gauge",
-      () => HTTP_TRANSPORTS.map((t) => ({ value: hot.inFlightRequests[t]!, labels: transportLabels[t]! })),
+      () =>
+        IN_FLIGHT_TRANSPORTS.map((t) => ({ value: hot.inFlightRequests[t]!, labels: transportLabels[t]! })),
     ),
   );
   add(
     new ScrapeTimeMetric(
       METRIC_NAMES.openConnections,
-      "Open client connections of the binary TCP protocol, by transport.",
+      "Open client connections of the binary TCP protocol and native gRPC, by transport.",
       "gauge",
-      () => [{ value: hot.openConnections[Transport.Tcp]!, labels: transportLabels[Transport.Tcp]! }],
+      () =>
+        CONNECTION_TRANSPORTS.map((t) => ({ value: hot.openConnections[t]!, labels: transportLabels[t]! })),
     ),
   );
   add(

@@ -42,7 +42,7 @@ export interface ServiceOptions {
   maxEntityIdBytes: number;
   /** Most entity ids in one BatchGet and items in one BatchSet. Default 10,000. */
   maxBatchItems: number;
-  /** Most feature names in one request (projection, delete, one SetFeatures' features). Default 10,000. */
+  /** Most feature names in one request (projection, delete, one SetFeatures' features). Default 1,000. */
   maxFeatureNames: number;
   /** Most features one entity holds; a write past it is RESOURCE_EXHAUSTED. Default 10,000. */
   maxFeaturesPerEntity: number;
@@ -54,7 +54,7 @@ export const DEFAULT_SERVICE_OPTIONS: ServiceOptions = {
   defaultTtlMs: 0,
   maxEntityIdBytes: 1024,
   maxBatchItems: 10_000,
-  maxFeatureNames: 10_000,
+  maxFeatureNames: 1_000,
   maxFeaturesPerEntity: 10_000,
   maxResponseBytes: 4 * 1024 * 1024,
 };
@@ -100,6 +100,11 @@ export class FeatureService {
   private replace = false;
   /** Stored bytes walked by projections in the current request (bounded by SCAN_FACTOR). */
   private scanned = 0;
+  /** The entity of the answer being built, and how many it has (for limit messages). */
+  private entity = 1;
+  private entities = 1;
+  /** Where the answer being built starts in its writer: records are checked against MAX_RESPONSE_BYTES before they are copied. */
+  private answerStart = 0;
   /** The record being built by a write. */
   private readonly record = new ProtoWriter(4096);
 
@@ -145,9 +150,10 @@ export class FeatureService {
   private getFeatures(body: Uint8Array, start: number, end: number, out: ProtoWriter): void {
     this.parseIdAndNames(body, start, end);
     this.scanned = 0;
-    const at = out.pos;
+    this.entity = this.entities = 1;
+    this.answerStart = out.pos;
     this.writeResult(body, this.idStart, this.idEnd, out);
-    this.checkAnswerSize(out.pos - at, 1, 1);
+    this.checkAnswerSize(out.pos - this.answerStart, 1, 1);
   }
 
   /**
@@ -199,9 +205,12 @@ export class FeatureService {
     this.index.build(body, this.names);
     this.scanned = 0;
     const answerStart = out.pos;
+    this.answerStart = answerStart;
     let hits = 0;
     for (let i = 0; i < ids.count; i++) {
       const at = out.beginLength(1);
+      this.entity = i + 1;
+      this.entities = ids.count;
       if (this.writeResult(body, ids.starts[i]!, ids.ends[i]!, out)) hits++;
       out.endLength(at);
       this.checkAnswerSize(out.pos - answerStart, i + 1, ids.count);
@@ -254,6 +263,8 @@ export class FeatureService {
     }
     if (names.count === 0) {
       const len = store.length(h);
+      // Checked before the copy: the writer never grows more than one small field past the limit.
+      this.checkAnswerSize(out.pos + len - this.answerStart, this.entity, this.entities);
       out.ensure(len);
       out.pos += store.copyTo(h, out.bytes, out.pos);
     } else {

@@ -324,23 +324,31 @@ describe("TCP server: client memory", () => {
     }
   });
 
-  test("the server-wide output writer goes back to its usual size after a huge answer", async () => {
+  test("the server-wide output writer stays within twice the largest answer, whatever the requests", async () => {
     const { server, port, internals } = start(
       { maxPendingOutputBytes: 64 * MiB },
-      { maxResponseBytes: 64 * MiB, maxBatchItems: 10_000 },
+      { maxResponseBytes: 4 * MiB },
     );
     try {
-      const usual = internals.outputCapacity;
+      const bound = 2 * (4 * MiB + 1 * MiB);
       await exchange(port, frame(1, Method.SetFeatures, setBody("fat", { blob: new Uint8Array(15_000) })), 1);
-      const w = new ProtoWriter(1 << 16);
-      encodeBatchGetRequest(
-        w,
-        Array.from({ length: 1000 }, () => "fat"),
-      );
-      const [answer] = await exchange(port, frame(2, Method.BatchGet, w.finish()), 1);
-      expect(answer?.status).toBe(Code.OK);
-      expect(answer!.length).toBeGreaterThan(8 * MiB);
-      expect(internals.outputCapacity).toBe(usual);
+      const batch = (n: number) => {
+        const w = new ProtoWriter(1 << 16);
+        encodeBatchGetRequest(
+          w,
+          Array.from({ length: n }, () => "fat"),
+        );
+        return w.finish();
+      };
+      // 1,000 x 15 KB would be a 15 MB answer: refused before the writer grows past the limit.
+      const [refused] = await exchange(port, frame(2, Method.BatchGet, batch(1000)), 1);
+      expect(refused?.status).toBe(Code.ResourceExhausted);
+      expect(internals.outputCapacity).toBeLessThanOrEqual(bound);
+      // An answer just under the limit is served, and the writer keeps room for the next one.
+      const [served] = await exchange(port, frame(3, Method.BatchGet, batch(270)), 1);
+      expect(served?.status).toBe(Code.OK);
+      expect(served!.length).toBeGreaterThan(3 * MiB);
+      expect(internals.outputCapacity).toBeLessThanOrEqual(bound);
     } finally {
       await server.drain(1000);
     }

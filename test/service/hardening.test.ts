@@ -216,7 +216,7 @@ describe("answers are bounded by MAX_RESPONSE_BYTES", () => {
   });
 
   test("a projection that would walk more than SCAN_FACTOR x MAX_RESPONSE_BYTES of records is RESOURCE_EXHAUSTED", () => {
-    const { service } = setup({ maxResponseBytes: 64 * 1024 });
+    const { service } = setup({ maxResponseBytes: 64 * 1024, maxFeatureNames: 3000 });
     call(service, Method.SetFeatures, manyFeatures("wide", 3000)); // ~30 KB record
     const body = toBinary(
       BatchGetRequestSchema,

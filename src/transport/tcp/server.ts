@@ -236,6 +236,12 @@ class TcpServerCore implements TcpServer {
   private readonly frameTimeoutMs: number;
   private readonly sync: () => Promise<void> | null;
   /**
+   * The writer is given back past this: room for the largest answer (MAX_RESPONSE_BYTES) on
+   * top of what a data event writes before it flushes, so legitimate large answers do not
+   * reallocate it every time; one huge answer does not pin more.
+   */
+  private readonly outShrinkAbove: number;
+  /**
    * Where in `out` each commit this data event's writes joined starts: `at` is the first write
    * answer of the commit `batch`. Answers from a mark on wait for its commit, each write for
    * the commit it was applied in (a write that fails before the commit fails the earlier writes
@@ -287,6 +293,10 @@ class TcpServerCore implements TcpServer {
     this.frameTimeoutMs = nonNegative("frameTimeoutMs", opts.frameTimeoutMs, DEFAULTS.tcpFrameTimeoutMs);
     this.maxClientMemoryBytes = opts.maxClientMemoryBytes ?? DEFAULTS.maxClientMemoryBytes;
     this.sync = opts.sync ?? (() => null);
+    this.outShrinkAbove = Math.max(
+      OUT_SHRINK_ABOVE,
+      2 * (opts.service.options.maxResponseBytes + OUT_FLUSH_BYTES),
+    );
     if (!(this.maxClientMemoryBytes > 0))
       throw new RangeError(
         `TcpServerOptions.maxClientMemoryBytes must be > 0, got ${this.maxClientMemoryBytes}`,
@@ -406,7 +416,7 @@ class TcpServerCore implements TcpServer {
         this.setInput(conn, null);
       this.flushOut(socket, conn);
     }
-    if (out.bytes.length > OUT_SHRINK_ABOVE) out.bytes = new Uint8Array(OUT_BYTES);
+    if (out.bytes.length > this.outShrinkAbove) out.bytes = new Uint8Array(OUT_BYTES);
     if (conn.closed) return;
     if (conn.closing && conn.pendingBytes === 0 && conn.held === null) socket.end();
     else if (this.draining) this.endIfIdle(socket);
@@ -688,7 +698,8 @@ class TcpServerCore implements TcpServer {
   /** Queues answers behind those the connection holds, until `pending` settles (null: at once). */
   private hold(socket: Sock, conn: Connection, bytes: Uint8Array, pending: Promise<void> | null): void {
     const segment: HeldAnswers = { bytes, outcome: undefined };
-    (conn.held ??= []).push(segment);
+    conn.held ??= [];
+    conn.held.push(segment);
     if (pending === null) {
       segment.outcome = null;
       this.release(socket, conn);

@@ -13,6 +13,7 @@ import {
   encodeSetFeaturesRequest,
 } from "../../src/codec/messages.ts";
 import { ProtoWriter } from "../../src/codec/wire.ts";
+import { DEFAULTS } from "../../src/config/index.ts";
 import { entityId, FEATURE_NAMES } from "../e2e/workload.ts";
 import { type Answer, codeName, encodedFrame, FrameConn, frame } from "./frames.ts";
 
@@ -23,16 +24,17 @@ export const BIG_ENTITY = "big:0";
 export const BIG_FEATURE = "blob";
 export const BIG_BYTES = 60_000;
 
-/** The server's documented defaults the classes are sized against (README, src/config). */
+/** The server's documented defaults the classes are sized against (src/config, so they cannot drift). */
 export const LIMITS = {
-  maxFrameBytes: 4 * 1024 * 1024,
-  maxFeatureNames: 10_000,
-  maxBatchItems: 10_000,
-  maxResponseBytes: 4 * 1024 * 1024,
-  maxPendingOutputBytes: 16 * 1024 * 1024,
-  maxClientMemoryBytes: 256 * 1024 * 1024,
-  cacheMaxEntryBytes: 64 * 1024,
+  maxFrameBytes: DEFAULTS.maxFrameBytes,
+  maxFeatureNames: DEFAULTS.maxFeatureNames,
+  maxBatchItems: DEFAULTS.maxBatchItems,
+  maxResponseBytes: DEFAULTS.maxResponseBytes,
+  maxPendingOutputBytes: DEFAULTS.maxPendingOutputBytes,
+  maxClientMemoryBytes: DEFAULTS.maxClientMemoryBytes,
+  cacheMaxEntryBytes: DEFAULTS.cacheMaxEntryBytes,
 } as const;
+const NAMES = LIMITS.maxFeatureNames;
 
 /** Where a class stands against the documented limits. */
 export type LimitStand = "within" | "over" | "each within, together over" | "bad input";
@@ -260,6 +262,7 @@ function batchFrame(ids: string[], projectionNames?: string[]): Uint8Array {
 
 const tenIds = () => Array.from({ length: 10 }, (_, i) => entityId(i));
 const bigIds = () => new Array<string>(LIMITS.maxBatchItems).fill(BIG_ENTITY);
+const manyIds = () => Array.from({ length: LIMITS.maxBatchItems }, (_, i) => entityId(i % ENTITIES));
 
 // ---- the classes --------------------------------------------------------------------------------
 
@@ -268,29 +271,29 @@ export const CLASSES: AbuseClass[] = [
     name: "set_64k_names",
     label: "SetFeatures with 64,000 feature names (~0.8 MB)",
     limits: "over",
-    expect: "MAX_FEATURE_NAMES (10,000): refused before any per-name work",
+    expect: `MAX_FEATURE_NAMES (${NAMES}): refused before any per-name work`,
     prepare: (env) => serialTcp(env, setFrame("abuse:wide", 64_000, true), 10_000),
   },
   {
-    name: "set_4k_names",
-    label: "SetFeatures merging 4,000 names into one entity (a ~51 KB record)",
+    name: "set_max_names",
+    label: `SetFeatures merging ${NAMES} names (MAX_FEATURE_NAMES) into one entity`,
     limits: "within",
-    expect: "served: under MAX_FEATURE_NAMES and CACHE_MAX_ENTRY_BYTES",
-    prepare: (env) => serialTcp(env, setFrame("abuse:wide4k", 4_000, false), 10_000),
+    expect: "served: at MAX_FEATURE_NAMES, under CACHE_MAX_ENTRY_BYTES",
+    prepare: (env) => serialTcp(env, setFrame("abuse:wide", NAMES, false), 10_000),
   },
   {
     name: "batch_10x100k_names",
     label: "BatchGet 10 ids × 100,000 names (~0.9 MB)",
     limits: "over",
-    expect: "MAX_FEATURE_NAMES (10,000): refused before projecting",
+    expect: `MAX_FEATURE_NAMES (${NAMES}): refused before projecting`,
     prepare: (env) => serialTcp(env, batchFrame(tenIds(), projection(100_000)), 10_000),
   },
   {
-    name: "batch_10x10k_names",
-    label: "BatchGet 10 ids × 10,000 names (20 real, 9,980 missing)",
+    name: "batch_10x_max_names",
+    label: `BatchGet 10 ids × ${NAMES} names (MAX_FEATURE_NAMES; 20 real, the rest missing)`,
     limits: "within",
-    expect: "served, or RESOURCE_EXHAUSTED if the `missing` lists pass MAX_RESPONSE_BYTES",
-    prepare: (env) => serialTcp(env, batchFrame(tenIds(), projection(10_000)), 10_000),
+    expect: "served",
+    prepare: (env) => serialTcp(env, batchFrame(tenIds(), projection(NAMES)), 10_000),
   },
   {
     name: "connect_get_1m_names",
@@ -306,17 +309,31 @@ export const CLASSES: AbuseClass[] = [
       ),
   },
   {
-    name: "connect_get_10k_names",
-    label: "Connect JSON GetFeatures with 10,000 names",
+    name: "connect_get_max_names",
+    label: `Connect JSON GetFeatures with ${NAMES} names (MAX_FEATURE_NAMES)`,
     limits: "within",
     expect: "served",
     prepare: (env) =>
       serialConnect(
         env,
         "GetFeatures",
-        JSON.stringify({ entityId: entityId(0), featureNames: projection(10_000) }),
+        JSON.stringify({ entityId: entityId(0), featureNames: projection(NAMES) }),
         10_000,
       ),
+  },
+  {
+    name: "batch_max_ids_tcp",
+    label: `BatchGet of MAX_BATCH_ITEMS (${LIMITS.maxBatchItems}) distinct 20-feature entities over TCP`,
+    limits: "within",
+    expect: "served (an answer of ~4 MB, under MAX_RESPONSE_BYTES, or refused at it)",
+    prepare: (env) => serialTcp(env, batchFrame(manyIds()), 10_000),
+  },
+  {
+    name: "connect_batch_max_ids",
+    label: `Connect JSON BatchGet of MAX_BATCH_ITEMS (${LIMITS.maxBatchItems}) distinct 20-feature entities`,
+    limits: "within",
+    expect: "served, or RESOURCE_EXHAUSTED at MAX_RESPONSE_BYTES",
+    prepare: (env) => serialConnect(env, "BatchGet", JSON.stringify({ entityIds: manyIds() }), 1_000),
   },
   {
     name: "batch_big_x10k_tcp",

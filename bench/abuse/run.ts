@@ -156,6 +156,7 @@ async function startServer(
       HOST: "127.0.0.1",
       TCP_PORT: String(tcpPort),
       HTTP_PORT: String(httpPort),
+      GRPC_ENABLED: "false",
       LOG_LEVEL: "info",
       SHUTDOWN_TIMEOUT_MS: "1000",
       // A durable store starts empty for every class: no class inherits another's data or lock.

@@ -74,7 +74,8 @@ export interface Config {
   maxFeaturesPerEntity: number;
   /**
    * Largest answer message, bytes, on every transport; checked while the answer is built, so a
-   * request that would pass it is RESOURCE_EXHAUSTED before more is built. MAX_RESPONSE_BYTES, default 4 MiB.
+   * request that would pass it is RESOURCE_EXHAUSTED before more is built. MAX_RESPONSE_BYTES, default
+   * 1 MiB: building a 4 MiB answer (7,300 entities) took 5.5 ms of event-loop time at best here.
    */
   maxResponseBytes: number;
   /** A TCP connection that sends nothing for this long is closed, ms; 0 = never. TCP_IDLE_TIMEOUT_MS, default 300,000. */
@@ -112,11 +113,11 @@ export const DEFAULTS: Config = {
   maxFrameBytes: 4 * 1024 * 1024,
   maxPendingOutputBytes: 16 * 1024 * 1024,
   maxEntityIdBytes: 1024,
-  maxBatchItems: 10_000,
+  maxBatchItems: 1_000,
   maxConnections: 10_000,
   maxFeatureNames: 1_000,
   maxFeaturesPerEntity: 10_000,
-  maxResponseBytes: 4 * 1024 * 1024,
+  maxResponseBytes: 1024 * 1024,
   tcpIdleTimeoutMs: 300_000,
   tcpFrameTimeoutMs: 10_000,
   maxClientMemoryBytes: 256 * 1024 * 1024,

@@ -46,17 +46,17 @@ export interface ServiceOptions {
   maxFeatureNames: number;
   /** Most features one entity holds; a write past it is RESOURCE_EXHAUSTED. Default 10,000. */
   maxFeaturesPerEntity: number;
-  /** Largest answer message, bytes; checked while it is built. Default 4 MiB. */
+  /** Largest answer message, bytes; checked while it is built. Default 1 MiB. */
   maxResponseBytes: number;
 }
 
 export const DEFAULT_SERVICE_OPTIONS: ServiceOptions = {
   defaultTtlMs: 0,
   maxEntityIdBytes: 1024,
-  maxBatchItems: 10_000,
+  maxBatchItems: 1_000,
   maxFeatureNames: 1_000,
   maxFeaturesPerEntity: 10_000,
-  maxResponseBytes: 4 * 1024 * 1024,
+  maxResponseBytes: 1024 * 1024,
 };
 
 const TAG_ID = (1 << 3) | WireType.Bytes; // entity_id in every request and GetFeaturesResponse

@@ -64,6 +64,7 @@ describe("loadConfig", () => {
         SHARD_COUNT: "1",
         TCP_PORT: "0",
         HTTP_PORT: "0",
+        GRPC_PORT: "0",
       },
       stderr: "pipe",
     });

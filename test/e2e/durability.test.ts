@@ -16,6 +16,7 @@ import {
   FeatureStoreError,
   type FeaturesInput,
 } from "../../src/client/index.ts";
+import { DEFAULTS } from "../../src/config/index.ts";
 import {
   connect,
   diff,
@@ -492,8 +493,8 @@ async function diskFull(c: DiskFullCase): Promise<void> {
   const servers: ServerProcess[] = [];
   const track = (s: ServerProcess) => servers.push(s);
   const features = (i: number) => paddedFeatures(i, c.pad);
-  /** Ids per BatchGet: the answer stays under MAX_RESPONSE_BYTES (4 MiB). */
-  const chunk = Math.floor((2 << 20) / (c.pad + 100));
+  /** Ids per BatchGet: the answer stays under MAX_RESPONSE_BYTES (1 MiB) and MAX_BATCH_ITEMS. */
+  const chunk = Math.min(DEFAULTS.maxBatchItems, Math.floor(DEFAULTS.maxResponseBytes / 2 / (c.pad + 100)));
   const acked: number[] = [];
   const failed: number[] = [];
   /** Checks what `client` serves: every acknowledged write exactly, no failed one. */

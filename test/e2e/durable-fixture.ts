@@ -25,6 +25,7 @@ export function serverEnv(dataDir: string, extra: Record<string, string> = {}): 
     HOST: "127.0.0.1",
     TCP_PORT: "0",
     HTTP_PORT: "0",
+    GRPC_PORT: "0",
     DATA_DIR: dataDir,
     CACHE_SIZE: "400000",
     CACHE_MAX_BYTES: String(128 << 20),

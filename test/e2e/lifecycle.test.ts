@@ -14,6 +14,7 @@ const SERVER_ENV = {
   HOST: "127.0.0.1",
   TCP_PORT: "0",
   HTTP_PORT: "0",
+  GRPC_PORT: "0",
   CACHE_SIZE: "100000",
   CACHE_MAX_BYTES: "67108864",
 };

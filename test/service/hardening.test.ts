@@ -188,7 +188,7 @@ describe("work per request is near-linear in its size", () => {
 describe("answers are bounded by MAX_RESPONSE_BYTES", () => {
   test("a BatchGet repeating one large entity is RESOURCE_EXHAUSTED naming the limit, and the writer stays near it", () => {
     const limit = 1 << 20;
-    const { service } = setup({ maxResponseBytes: limit });
+    const { service } = setup({ maxResponseBytes: limit, maxBatchItems: 10_000 });
     const big = toBinary(
       SetFeaturesRequestSchema,
       create(SetFeaturesRequestSchema, {

@@ -620,7 +620,10 @@ class GrpcServerCore implements GrpcServer {
 
   stop(timeoutMs: number): Promise<void> {
     if (this.stopping !== null) return this.stopping;
+    // Watchers hear NOT_SERVING (the server is draining) before their streams end.
+    this.pollHealth();
     if (this.watchTimer !== null) clearInterval(this.watchTimer);
+    this.watchTimer = null;
     for (const w of this.watchers) if (!w.stream.destroyed) w.stream.end();
     this.stopping = new Promise<void>((resolve) => {
       const timer = setTimeout(() => {

@@ -21,19 +21,31 @@ const key = crypto.getRandomValues(new Int32Array(2));
 const K0 = key[0]!;
 const K1 = key[1]!;
 
-/** HalfSipHash-1-3 of b[start,end) under the process key: a signed 32-bit value. */
+/**
+ * HalfSipHash-1-3 of b[start,end) under the process key: a signed 32-bit value. One loop runs
+ * every SipRound: one per 4-byte word, one for the final word (the length and the tail
+ * bytes), then three to finalise (after v2 ^= 0xff).
+ */
 export function nameHash(b: Uint8Array, start: number, end: number): number {
   let v0 = K0;
   let v1 = K1;
   let v2 = 0x6c796765 ^ K0;
   let v3 = 0x74656462 ^ K1;
   const len = end - start;
-  const wordEnd = start + (len & ~3);
-  let i = start;
-  for (; i < wordEnd; i += 4) {
-    const m = b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16) | (b[i + 3]! << 24);
+  const words = len >> 2;
+  const tail = start + (words << 2);
+  let last = len << 24;
+  const rest = len & 3;
+  if (rest === 3) last |= b[tail + 2]! << 16;
+  if (rest >= 2) last |= b[tail + 1]! << 8;
+  if (rest >= 1) last |= b[tail]!;
+  for (let r = 0, i = start; r < words + 4; r++, i += 4) {
+    let m = 0;
+    if (r < words) m = b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16) | (b[i + 3]! << 24);
+    else if (r === words) m = last;
+    else if (r === words + 1) v2 ^= 0xff;
     v3 ^= m;
-    // one SipRound on 32-bit words (rotations 5, 16, 8, 7, 13, 16)
+    // SipRound on 32-bit words: rotations 5, 16, 8, 7, 13, 16
     v0 = (v0 + v1) | 0;
     v1 = (v1 << 5) | (v1 >>> 27);
     v1 ^= v0;
@@ -49,33 +61,6 @@ export function nameHash(b: Uint8Array, start: number, end: number): number {
     v1 ^= v2;
     v2 = (v2 << 16) | (v2 >>> 16);
     v0 ^= m;
-  }
-  let last = len << 24;
-  const rest = len & 3;
-  if (rest === 3) last |= b[i + 2]! << 16;
-  if (rest >= 2) last |= b[i + 1]! << 8;
-  if (rest >= 1) last |= b[i]!;
-  v3 ^= last;
-  for (let r = 0; r < 4; r++) {
-    // one compression round, then (after v2 ^= 0xff) three finalisation rounds
-    if (r === 1) {
-      v0 ^= last;
-      v2 ^= 0xff;
-    }
-    v0 = (v0 + v1) | 0;
-    v1 = (v1 << 5) | (v1 >>> 27);
-    v1 ^= v0;
-    v0 = (v0 << 16) | (v0 >>> 16);
-    v2 = (v2 + v3) | 0;
-    v3 = (v3 << 8) | (v3 >>> 24);
-    v3 ^= v2;
-    v0 = (v0 + v3) | 0;
-    v3 = (v3 << 7) | (v3 >>> 25);
-    v3 ^= v0;
-    v2 = (v2 + v1) | 0;
-    v1 = (v1 << 13) | (v1 >>> 19);
-    v1 ^= v2;
-    v2 = (v2 << 16) | (v2 >>> 16);
   }
   return v1 ^ v3;
 }

@@ -9,7 +9,7 @@
  */
 import { isWriteMethod } from "../../codec/frame.ts";
 import { Code, FeatureStoreError } from "../../codec/status.ts";
-import { ProtoWriter } from "../../codec/wire.ts";
+import { ProtoReader, ProtoWriter, WireType } from "../../codec/wire.ts";
 import { LimitedLog, type Logger } from "../../log/index.ts";
 import { type HotMetrics, Reject } from "../../metrics/hot.ts";
 import type { FeatureService } from "../../service/service.ts";
@@ -131,4 +131,66 @@ export function outputJson(m: MethodInfo, w: ProtoWriter, start = 0): Record<str
       cause: err,
     });
   }
+}
+
+/**
+ * Results of a BatchGet turned into JSON per slice: converting 1,000 entities of 20 features
+ * (a 0.9 MB answer) took ~25 ms plus ~12 ms of JSON.stringify, and one such request held
+ * another client's p99 at 120 ms in bench/abuse. Between slices the handler yields to the
+ * event loop, so other requests are answered meanwhile.
+ */
+const JSON_RESULTS_PER_SLICE = 64;
+
+/**
+ * The JSON text of the answer in w[start, pos): the same text as `JSON.stringify(outputJson(...))`.
+ * A BatchGet answer with many results is converted a slice at a time, yielding between slices
+ * (the answer is copied out of the shared writer first); anything else synchronously.
+ */
+export function jsonAnswer(m: MethodInfo, w: ProtoWriter, start = 0): string | Promise<string> {
+  const results = m.output.byNumber[1];
+  if (m.name !== "BatchGet" || results?.type.message === undefined)
+    return JSON.stringify(outputJson(m, w, start));
+  const bytes = w.bytes.slice(start, w.pos);
+  const ranges: number[] = [];
+  let hits = 0;
+  let misses = 0;
+  const r = new ProtoReader().reset(bytes);
+  while (!r.done()) {
+    const tag = r.tag();
+    if (tag === ((1 << 3) | WireType.Bytes)) {
+      r.bytesRange();
+      ranges.push(r.fieldStart, r.fieldEnd);
+    } else if (tag === ((2 << 3) | WireType.Varint)) hits = r.varint();
+    else if (tag === ((3 << 3) | WireType.Varint)) misses = r.varint();
+    else r.skip(tag & 7);
+  }
+  if (ranges.length / 2 <= JSON_RESULTS_PER_SLICE) return JSON.stringify(outputJson(m, w, start));
+  return batchGetJson(m, results.type.message, bytes, ranges, hits, misses);
+}
+
+async function batchGetJson(
+  m: MethodInfo,
+  result: NonNullable<MethodInfo["output"]["fields"][number]["type"]["message"]>,
+  bytes: Uint8Array,
+  ranges: number[],
+  hits: number,
+  misses: number,
+): Promise<string> {
+  const parts: string[] = [];
+  for (let i = 0; i < ranges.length; i += 2) {
+    if (i > 0 && (i / 2) % JSON_RESULTS_PER_SLICE === 0)
+      await new Promise((resolve) => setImmediate(resolve));
+    try {
+      parts.push(JSON.stringify(binaryToJson(result, bytes, ranges[i]!, ranges[i + 1]!)));
+    } catch (err) {
+      throw new FeatureStoreError(Code.Internal, `cannot encode the ${m.name} response as JSON`, {
+        cause: err,
+      });
+    }
+  }
+  // Field order and defaults as binaryToJson writes them: results, hits, misses; zeros omitted.
+  let text = `{"results":[${parts.join(",")}]`;
+  if (hits !== 0) text += `,"hits":${hits}`;
+  if (misses !== 0) text += `,"misses":${misses}`;
+  return `${text}}`;
 }

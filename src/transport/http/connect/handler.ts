@@ -10,7 +10,7 @@ import { Code, FeatureStoreError } from "../../../codec/status.ts";
 import { Transport } from "../../../metrics/hot.ts";
 import { decodeBase64 } from "../base64.ts";
 import { checkDeadline, closeAfter, deadlineAfter, readBody, tooLarge } from "../body.ts";
-import { type HandlerContext, outputJson } from "../context.ts";
+import { type HandlerContext, jsonAnswer } from "../context.ts";
 import { encodingIdentity } from "../headers.ts";
 import { jsonBytesToBinary } from "../json.ts";
 import type { MethodInfo } from "../schema.ts";
@@ -64,7 +64,7 @@ export class ConnectHandler {
         ? this.queryMessage(query)
         : await readBody(req, ctx.maxBodyBytes, deadline, ctx.metrics);
       checkDeadline(deadline);
-      const result = this.call(m, binary, body);
+      const result = await this.call(m, binary, body);
       await ctx.durable(m);
       return new Response(result, { headers: binary ? PROTO_HEADERS : JSON_HEADERS });
     } catch (err) {
@@ -91,7 +91,7 @@ export class ConnectHandler {
    * Runs the method on a message already read: binary straight through, JSON via the
    * mapping. Returns the response body, copied out of the shared writer.
    */
-  private call(m: MethodInfo, binary: boolean, body: Uint8Array): Uint8Array | string {
+  private call(m: MethodInfo, binary: boolean, body: Uint8Array): Uint8Array | string | Promise<string> {
     const { service, out, scratch } = this.ctx;
     if (binary) {
       out.reset();
@@ -102,7 +102,7 @@ export class ConnectHandler {
     jsonBytesToBinary(m.input, body, scratch);
     out.reset();
     service.handle(m.number, scratch.bytes, 0, scratch.pos, out);
-    return JSON.stringify(outputJson(m, out));
+    return jsonAnswer(m, out);
   }
 }
 

@@ -144,6 +144,10 @@ const SYSTEM_LABEL: Record<SystemName, string> = {
   connect: "ours, Connect/HTTP",
   redis: "Redis 7",
   floor: "transport floor",
+  grpc: "ours, native gRPC, grpc-js client",
+  stock: "stock grpc-js server, grpc-js client",
+  "grpc-h2": "ours, native gRPC, bare node:http2 client",
+  "stock-h2": "stock grpc-js server, bare node:http2 client",
 };
 
 export function label(system: SystemName, mode: Mode): string {
@@ -151,7 +155,8 @@ export function label(system: SystemName, mode: Mode): string {
   return `${SYSTEM_LABEL[system]} (${mode})`;
 }
 
-function fmtRate(x: number): string {
+/** Requests per second, short (12.3k, 1.20M). */
+export function fmtRate(x: number): string {
   if (x >= 1e6) return `${(x / 1e6).toFixed(2)}M`;
   if (x >= 1e4) return `${Math.round(x / 1e3)}k`;
   if (x >= 1e3) return `${(x / 1e3).toFixed(1)}k`;
@@ -159,7 +164,7 @@ function fmtRate(x: number): string {
 }
 
 /** Microseconds, with ms past 10 ms. */
-function fmtUs(us: number): string {
+export function fmtUs(us: number): string {
   if (us >= 10_000) return `${(us / 1000).toFixed(1)} ms`;
   if (us >= 1000) return `${(us / 1000).toFixed(2)} ms`;
   return `${us.toFixed(0)} µs`;
@@ -171,7 +176,8 @@ function fmtBytes(b: number): string {
   return `${(b / 1024).toFixed(0)} KiB`;
 }
 
-function table(head: string[], rows: string[][], align?: string[]): string {
+/** A markdown table; the first column left-aligned, the others right, unless `align` says. */
+export function table(head: string[], rows: string[][], align?: string[]): string {
   const a = align ?? head.map((_, i) => (i === 0 ? ":--" : "--:"));
   return [`| ${head.join(" | ")} |`, `|${a.join("|")}|`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join(
     "\n",

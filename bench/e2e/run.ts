@@ -9,18 +9,23 @@
  * bun run bench:e2e -- --ops get_all,batch100 --phases closed,ops,open,metrics --shapes 1x1,8x8
  * bun run bench:e2e -- --metrics         only the metrics on/off comparison
  * bun run bench:e2e -- --profile /tmp/p   also write a CPU profile of our server (.cpuprofile + .md)
+ * bun run bench:e2e -- --grpc            only issue 11: native gRPC vs a stock grpc-js server (N = 100,000, ~5 min)
  * bun run bench:e2e -- --render bench/results/e2e.json   re-render the md and SVG from a JSON
  * ```
  *
- * Writes bench/results/e2e.md, e2e.json and e2e-latency.svg (e2e-quick.* with --quick).
- * Servers run as separate processes pinned to CPU 1 (taskset), the load generator (this
- * process) to CPU 0; everything started here is stopped here, also on SIGINT.
+ * Writes bench/results/e2e.md, e2e.json and e2e-latency.svg (e2e-quick.* with --quick; e2e-grpc.md
+ * and .json with --grpc). Servers run as separate processes pinned to CPU 1 (taskset), the load
+ * generator (this process) to CPU 0 (--grpc: servers on CPU 0, the generator on CPU 1);
+ * everything started here is stopped here, also on SIGINT.
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { resolve } from "node:path";
 import { FeatureStoreClient } from "../../src/client/index.ts";
 import { Method } from "../../src/codec/frame.ts";
+import { GRPC_DEFAULT_ENTITIES, GRPC_SHAPES, grpcComparison } from "./grpc.ts";
+import { type GrpcResults, grpcMarkdown } from "./grpc-report.ts";
+import type { Histogram } from "./hist.ts";
 import { closedLoop, type OpFn, openLoop } from "./load.ts";
 import {
   cpuSeconds,
@@ -97,6 +102,11 @@ interface Options {
   noisyRetryBudgetS: number;
   /** Write a CPU profile of our server (the METRICS_ENABLED=true one) into this directory. */
   profileDir: string | null;
+  /** Only the native gRPC comparison (issue 11); its own defaults, see `grpcDefaults`. */
+  grpc: boolean;
+  /** CPUs (taskset lists) of the servers and of the load generator. */
+  serverCpu: string;
+  clientCpu: string;
 }
 
 /** Defaults: the full run stays under 10 minutes on the 2-core reference machine. */
@@ -120,7 +130,26 @@ function defaults(quick: boolean): Options {
     noisyPct: 25,
     noisyRetries: 2,
     noisyRetryBudgetS: quick ? 4 : 45,
+    grpc: false,
+    serverCpu: "1",
+    clientCpu: "0",
   };
+}
+
+/**
+ * `--grpc` (issue 11): 100k entities; 9 rows × 3 shapes × 3 alternating rounds of 2.5 s cells
+ * is ~3.5 minutes, ~5 with loading and retries. Servers on CPU 0, the generator on CPU 1.
+ * Flags given explicitly (-n, --duration, --warmup, --rounds, --shapes, --ops) win.
+ */
+function grpcDefaults(o: Options, given: Set<string>): void {
+  o.grpc = true;
+  if (!given.has("entities")) o.entities = o.quick ? 20_000 : GRPC_DEFAULT_ENTITIES;
+  if (!given.has("duration")) o.durationMs = o.quick ? 300 : 2000;
+  if (!given.has("shapes")) o.shapes = GRPC_SHAPES;
+  if (!given.has("ops")) o.ops = ["get_all"];
+  if (!given.has("rounds")) o.metricsRounds = o.quick ? 1 : 3;
+  o.serverCpu = "0";
+  o.clientCpu = "1";
 }
 
 function parseArgs(argv: string[]): Options {
@@ -138,18 +167,24 @@ function parseArgs(argv: string[]): Options {
     if (!Number.isFinite(n) || n <= 0) throw new Error(`${flag} needs a positive number, got ${v}`);
     return n;
   };
+  const given = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = argv[i + 1];
     switch (a) {
       case "--quick":
         break;
+      case "--grpc":
+        given.add("grpc");
+        break;
       case "--entities":
       case "-n":
         o.entities = Math.floor(num(v, a));
+        given.add("entities");
         i++;
         break;
       case "--duration":
+        given.add("duration");
         o.durationMs = num(v, a);
         o.opsDurationMs = Math.min(o.opsDurationMs, o.durationMs);
         i++;
@@ -163,6 +198,7 @@ function parseArgs(argv: string[]): Options {
         i++;
         break;
       case "--shapes":
+        given.add("shapes");
         o.shapes = (v ?? "").split(",").map((x) => {
           const m = /^(\d+)x(\d+)$/.exec(x);
           if (!m) throw new Error(`--shapes: "${x}" is not KxD (e.g. 8x8)`);
@@ -171,6 +207,7 @@ function parseArgs(argv: string[]): Options {
         i++;
         break;
       case "--ops":
+        given.add("ops");
         o.ops = list(v, OPS, a);
         i++;
         break;
@@ -182,6 +219,7 @@ function parseArgs(argv: string[]): Options {
         o.phases = ["metrics"];
         break;
       case "--rounds":
+        given.add("rounds");
         o.metricsRounds = Math.floor(num(v, a));
         i++;
         break;
@@ -217,14 +255,13 @@ function parseArgs(argv: string[]): Options {
         throw new Error(`unknown flag ${a} (see --help)`);
     }
   }
+  if (given.has("grpc")) grpcDefaults(o, given);
   return o;
 }
 
 // ---- the run ------------------------------------------------------------------------------------
 
 const ROOT = resolve(import.meta.dir, "../..");
-const SERVER_CPU = "1";
-const CLIENT_CPU = "0";
 /** Closed-loop shapes of the main matrix: connections x in flight per connection. */
 const SHAPES: [number, number][] = [
   [1, 1],
@@ -263,17 +300,24 @@ function machine(redisVersion: string): Record<string, string | number> {
   };
 }
 
+/** Pins this process (the load generator); returns the servers' CPU list (undefined: not pinned) and a description. */
+function pinProcesses(o: Options): { serverCpus: string | undefined; pinning: string } {
+  if (o.pin && cpus().length >= 2 && hasTaskset() && pinProcess(o.clientCpu))
+    return {
+      serverCpus: o.serverCpu,
+      pinning: `servers pinned to CPU ${o.serverCpu}, load generator to CPU ${o.clientCpu} (taskset)`,
+    };
+  return { serverCpus: undefined, pinning: "not pinned" };
+}
+
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
+  if (o.grpc) return grpcMain(o);
   const started = performance.now();
   const has = (s: SystemName) => o.systems.includes(s);
   const phase = (p: Phase) => o.phases.includes(p);
 
-  let pinning = "not pinned";
-  const cpusOk = cpus().length >= 2;
-  if (o.pin && cpusOk && hasTaskset() && pinProcess(CLIENT_CPU))
-    pinning = `servers pinned to CPU ${SERVER_CPU}, load generator to CPU ${CLIENT_CPU} (taskset)`;
-  const serverCpus = pinning === "not pinned" ? undefined : SERVER_CPU;
+  const { serverCpus, pinning } = pinProcesses(o);
   log(`e2e bench: N=${o.entities}, systems ${o.systems.join(",")}, phases ${o.phases.join(",")}; ${pinning}`);
 
   const N = o.entities;
@@ -532,6 +576,79 @@ async function main(): Promise<void> {
   log(`wrote ${o.outDir}/${base}.md, ${base}.json, ${base}-latency.svg in ${results.totalSeconds} s`);
 }
 
+/**
+ * `--grpc` (issue 11): our server's native gRPC port against a stock grpc-js server, with our
+ * TCP and Connect paths beside them (grpc.ts measures, grpc-report.ts prints).
+ */
+async function grpcMain(o: Options): Promise<void> {
+  const started = performance.now();
+  const { serverCpus, pinning } = pinProcesses(o);
+  log(`e2e bench, native gRPC vs stock grpc-js: N=${o.entities}, ${o.metricsRounds} rounds; ${pinning}`);
+  const N = o.entities;
+  const ids: string[] = new Array(N);
+  for (let i = 0; i < N; i++) ids[i] = entityId(i);
+  const keys = keyStream(N, STREAM, "uniform");
+  const git = gitState();
+  const procs: Proc[] = [];
+  try {
+    const measured = await grpcComparison({
+      root: ROOT,
+      serverEntry: o.serverEntry,
+      ids,
+      keys,
+      serverCpus,
+      shapes: o.shapes,
+      ops: o.ops,
+      rounds: o.metricsRounds,
+      durationMs: o.durationMs,
+      procs,
+      log,
+      async measure(fn, pid, conns, depth) {
+        const cell = await quietest(o, () => measureCell(o, fn, pid, conns, depth, o.durationMs));
+        return { cell, hist: cellHists.get(cell)! };
+      },
+    });
+    const results: GrpcResults = {
+      kind: "grpc",
+      date: new Date().toISOString(),
+      ...(git ? { git } : {}),
+      machine: { ...machine(redisVersionOf()), nproc: nproc() },
+      config: {
+        entities: N,
+        quick: o.quick,
+        warmupMs: o.warmupMs,
+        durationMs: o.durationMs,
+        rounds: o.metricsRounds,
+        shapes: o.shapes.map(([k, d]) => `${k}x${d}`),
+        ops: o.ops,
+        maxRequestsPerCell: o.maxRequests,
+        noisyPct: o.noisyPct,
+        noisyRetries: o.noisyRetries,
+        keyStream: STREAM,
+      },
+      pinning,
+      ...measured,
+      totalSeconds: round((performance.now() - started) / 1000, 1),
+    };
+    const outDir = resolve(ROOT, o.outDir);
+    mkdirSync(outDir, { recursive: true });
+    const base = o.quick ? "e2e-grpc-quick" : "e2e-grpc";
+    const md = grpcMarkdown(results);
+    writeFileSync(resolve(outDir, `${base}.md`), md);
+    writeFileSync(resolve(outDir, `${base}.json`), `${JSON.stringify(results, null, 1)}\n`);
+    console.log(md);
+    log(`wrote ${o.outDir}/${base}.md and ${base}.json in ${results.totalSeconds} s`);
+  } finally {
+    for (const p of procs) await p.stop().catch(() => {});
+  }
+}
+
+/** The machine's CPU count as `nproc --all` prints it (this process is pinned to one of them). */
+function nproc(): number {
+  const r = Bun.spawnSync(["nproc", "--all"]);
+  return Number(r.stdout.toString().trim()) || cpus().length;
+}
+
 let seqBase = 0;
 /** A fresh start in the key stream for each run, so that runs do not replay the same keys. */
 function nextSeq(): number {
@@ -562,7 +679,7 @@ async function measureCell(
   const cpu = cpuSeconds(pid) - cpu0;
   const self = selfCpuSeconds() - self0;
   const other = machineBusySeconds() - busy0 - cpu - self;
-  return {
+  const cell: Cell = {
     system: "tcp",
     mode: "raw",
     op: "get_all",
@@ -583,7 +700,12 @@ async function measureCell(
     attempts: 1,
     curve: curveOf(r.hist),
   };
+  cellHists.set(cell, r.hist);
+  return cell;
 }
+
+/** The histogram behind each cell (the gRPC comparison merges the rounds' histograms). */
+const cellHists = new WeakMap<Cell, Histogram>();
 
 let retryBudgetS = Number.NaN;
 /**
@@ -606,8 +728,14 @@ async function quietest(o: Options, run: () => Promise<Cell>): Promise<Cell> {
 }
 
 function render(jsonPath: string): void {
-  const results = JSON.parse(readFileSync(jsonPath, "utf8")) as Results;
+  const json = JSON.parse(readFileSync(jsonPath, "utf8")) as Results | GrpcResults;
   const base = jsonPath.replace(/\.json$/, "");
+  if ("kind" in json && json.kind === "grpc") {
+    writeFileSync(`${base}.md`, grpcMarkdown(json));
+    log(`rendered ${base}.md from ${jsonPath}`);
+    return;
+  }
+  const results = json as Results;
   writeFileSync(`${base}.md`, markdown(results));
   writeFileSync(`${base}-latency.svg`, svg(results));
   log(`rendered ${base}.md and ${base}-latency.svg from ${jsonPath}`);

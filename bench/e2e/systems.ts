@@ -7,7 +7,12 @@
  * - `connect`: our server (same process), Connect unary with binary protobuf over HTTP/1.1 fetch.
  * - `redis`: redis-server from apt, hashes, Bun's built-in RedisClient.
  * - `floor`: a Bun.listen server answering every frame with a fixed frame, through our client's raw `call()`.
+ * - `grpc`: our server's native gRPC port, `@grpc/grpc-js` client (proto-loader stubs, or identity serializers for raw).
+ * - `stock`: a stock `@grpc/grpc-js` server (`grpc-stock-server.ts`), the same client.
+ * - `grpc-h2`, `stock-h2`: the same two servers through a bare `node:http2` gRPC client (raw only),
+ *   which shows the servers' cost where grpc-js on Bun is the limit.
  */
+import * as grpc from "@grpc/grpc-js";
 import { RedisClient } from "bun";
 import { FeatureStoreClient, TcpTransport } from "../../src/client/index.ts";
 import type { FeaturesInput } from "../../src/codec/features.ts";
@@ -15,9 +20,13 @@ import { Method } from "../../src/codec/frame.ts";
 import {
   decodeBatchGetResponse,
   decodeGetFeaturesResponse,
+  encodeBatchSetRequest,
   encodeSetFeaturesRequest,
+  type SetFeaturesItem,
 } from "../../src/codec/messages.ts";
 import { ProtoWriter } from "../../src/codec/wire.ts";
+import { H2GrpcClient } from "./grpc-h2-client.ts";
+import { loadService } from "./grpc-stock-server.ts";
 import type { OpFn } from "./load.ts";
 import { freePort, type Proc, rssBytes, spawnProc, waitForPort } from "./procs.ts";
 import {
@@ -30,6 +39,7 @@ import {
   PROJECTED,
   redisFields,
   redisWrite,
+  stubWrite,
 } from "./workload.ts";
 
 export const OPS = ["get_all", "get_proj5", "batch10", "batch100", "set5", "mix95_5"] as const;
@@ -44,7 +54,7 @@ export const OP_LABELS: Record<OpName, string> = {
 };
 /** Raw: answer bytes handed back undecoded (measures the server). Typed: decoded into values (what users get). */
 export type Mode = "raw" | "typed";
-export type SystemName = "tcp" | "connect" | "redis" | "floor";
+export type SystemName = "tcp" | "connect" | "redis" | "floor" | "grpc" | "stock" | "grpc-h2" | "stock-h2";
 
 /** What the op functions share: the entity ids and the key stream of the cell. */
 export interface OpInput {
@@ -115,6 +125,11 @@ export interface OurServer {
   httpPort: number;
 }
 
+/** A server started by `startOurServer`: also its native gRPC port. */
+export interface OurStartedServer extends OurServer {
+  grpcPort: number;
+}
+
 /** Starts `bun <entry>` (src/main.ts) in `root` with the given env, pinned to `cpus`. */
 export async function startOurServer(
   root: string,
@@ -123,9 +138,11 @@ export async function startOurServer(
   env: Record<string, string>,
   cpus: string | undefined,
   profileDir?: string,
-): Promise<OurServer> {
+): Promise<OurStartedServer> {
   const tcpPort = freePort();
   const httpPort = freePort();
+  // A free port rather than the default 50052, so that two servers of one run do not collide.
+  const grpcPort = freePort();
   const proc = spawnProc({
     name: "featurestore",
     cmd: [
@@ -140,6 +157,7 @@ export async function startOurServer(
       HOST: "127.0.0.1",
       TCP_PORT: String(tcpPort),
       HTTP_PORT: String(httpPort),
+      GRPC_PORT: String(grpcPort),
       // Room for every entity: the benchmark measures serving, not eviction.
       CACHE_SIZE: String(Math.max(1024, Math.ceil(n * 1.25))),
       CACHE_MAX_BYTES: String(Math.max(64 << 20, n * 4096)),
@@ -148,7 +166,8 @@ export async function startOurServer(
     },
   });
   await waitForPort(tcpPort, proc);
-  return { proc, tcpPort, httpPort };
+  await waitForPort(grpcPort, proc);
+  return { proc, tcpPort, httpPort, grpcPort };
 }
 
 /** Loads N entities with BatchSet (500 per batch, 4 batches in flight). */
@@ -197,15 +216,21 @@ export async function loadOurs(srv: OurServer, n: number): Promise<LoadResult> {
   }
 }
 
-function writePools(): { ours: FeaturesInput[]; redis: Record<string, string>[] } {
+function writePools(): {
+  ours: FeaturesInput[];
+  redis: Record<string, string>[];
+  stub: Record<string, Record<string, unknown>>[];
+} {
   const ours: FeaturesInput[] = [];
   const redis: Record<string, string>[] = [];
+  const stub: Record<string, Record<string, unknown>>[] = [];
   for (let k = 0; k < WRITE_POOL; k++) {
     const v = entityValues(k, 1);
     ours.push(ourWrite(v));
     redis.push(redisWrite(v));
+    stub.push(stubWrite(v));
   }
-  return { ours, redis };
+  return { ours, redis, stub };
 }
 const POOLS = writePools();
 
@@ -487,4 +512,245 @@ export function typicalAnswerBytes(): number {
   encodeSetFeaturesRequest(rec, { entityId: "", features: ourFeatures(entityValues(123456)) });
   // SetFeaturesRequest = (empty id field) + the features map entries (field 2), like the stored record.
   return w.pos + rec.pos - 2 + 2; // minus the empty id field (2 bytes), plus found = true (2 bytes)
+}
+
+// ---- native gRPC: our server's GRPC_PORT and a stock grpc-js server ----------------------------
+
+const GRPC_SERVICE = "/featurestore.v1.FeatureStoreService/";
+/** grpc-js serializers that pass bytes through (the raw client). */
+const toBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+const asIs = (b: Buffer): Buffer => b;
+
+/** A proto-loader stub: a grpc-js Client with one method per RPC taking a request object. */
+type Stub = grpc.Client &
+  Record<string, (req: unknown, cb: (err: grpc.ServiceError | null, res?: unknown) => void) => unknown>;
+
+/** The generated client class (proto-loader, the options of grpc-stock-server.ts), loaded once. */
+let stubClass: grpc.ServiceClientConstructor | null = null;
+
+/**
+ * `connections` grpc-js channels to `port`. grpc-js shares one connection among channels with
+ * the same target and options unless each has its own subchannel pool: with it, K clients are
+ * K HTTP/2 connections.
+ */
+async function grpcStubs(port: number, connections: number): Promise<Stub[]> {
+  stubClass ??= loadService();
+  const Ctor = stubClass;
+  const stubs: Stub[] = [];
+  for (let k = 0; k < connections; k++) {
+    const s = new Ctor(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
+      "grpc.use_local_subchannel_pool": 1,
+    }) as unknown as Stub;
+    await new Promise<void>((resolve, reject) =>
+      s.waitForReady(Date.now() + 10_000, (err) => (err ? reject(err) : resolve())),
+    );
+    stubs.push(s);
+  }
+  return stubs;
+}
+
+/** A unary call with identity serializers: bytes in, answer bytes out. */
+function rawUnary(c: grpc.Client, method: string, body: Uint8Array): Promise<Buffer> {
+  return new Promise((resolve, reject) =>
+    c.makeUnaryRequest(GRPC_SERVICE + method, toBuffer, asIs, body, (err, res) =>
+      err ? reject(err) : resolve(res!),
+    ),
+  );
+}
+
+/** A unary call through the stub: a request object in, a decoded answer object out. */
+function stubUnary(c: Stub, method: string, req: unknown): Promise<unknown> {
+  return new Promise((resolve, reject) => c[method]!(req, (err, res) => (err ? reject(err) : resolve(res))));
+}
+
+/**
+ * A gRPC server (ours on GRPC_PORT, or the stock one) through a client library: `grpc-js`
+ * (typed = proto-loader stubs, what a user would write; raw = identity serializers) or the bare
+ * `node:http2` client (raw only).
+ */
+export function grpcSystem(
+  name: "grpc" | "stock" | "grpc-h2" | "stock-h2",
+  proc: Proc,
+  port: number,
+): System {
+  const bare = name === "grpc-h2" || name === "stock-h2";
+  return {
+    name,
+    proc,
+    async open(connections) {
+      if (bare) {
+        const cs: H2GrpcClient[] = [];
+        for (let k = 0; k < connections; k++) cs.push(await H2GrpcClient.connect("127.0.0.1", port));
+        return grpcDriver(
+          (slot, method, body) => cs[slot % cs.length]!.call(GRPC_SERVICE + method, body),
+          null,
+          {
+            close: async () => {
+              for (const c of cs) await c.close();
+            },
+          },
+        );
+      }
+      const stubs = await grpcStubs(port, connections);
+      const n = stubs.length;
+      return grpcDriver(
+        (slot, method, body) => rawUnary(stubs[slot % n]!, method, body),
+        (slot, method, req) => stubUnary(stubs[slot % n]!, method, req),
+        {
+          close: async () => {
+            for (const s of stubs) s.close();
+          },
+        },
+      );
+    },
+  };
+}
+
+type RawCall = (slot: number, method: string, body: Uint8Array) => Promise<Uint8Array>;
+type StubCall = (slot: number, method: string, req: unknown) => Promise<unknown>;
+
+function grpcDriver(raw: RawCall, stub: StubCall | null, life: { close(): Promise<void> }): Driver {
+  const w = new ProtoWriter(16 * 1024);
+  return {
+    op(op, mode, { ids, keys }) {
+      const mask = keys.length - 1;
+      const id = (seq: number) => ids[keys[seq & mask]!]!;
+      if (mode === "raw") {
+        // finish() copies: grpc-js may serialize after this function returns.
+        const getAll: OpFn = (seq, slot) => {
+          w.reset();
+          w.stringField(1, id(seq));
+          return raw(slot, "GetFeatures", w.finish());
+        };
+        const getProj5: OpFn = (seq, slot) => {
+          w.reset();
+          w.stringField(1, id(seq));
+          for (const name of PROJECTED) w.stringField(2, name);
+          return raw(slot, "GetFeatures", w.finish());
+        };
+        const batch =
+          (size: number): OpFn =>
+          (seq, slot) => {
+            w.reset();
+            const base = seq * size;
+            for (let j = 0; j < size; j++) w.stringField(1, ids[keys[(base + j) & mask]!]!);
+            return raw(slot, "BatchGet", w.finish());
+          };
+        const set: OpFn = (seq, slot) => {
+          w.reset();
+          encodeSetFeaturesRequest(w, { entityId: id(seq), features: POOLS.ours[seq & (WRITE_POOL - 1)]! });
+          return raw(slot, "SetFeatures", w.finish());
+        };
+        return opFrom(op, { getAll, getProj5, batch, set });
+      }
+      if (stub === null) return null;
+      const getAll: OpFn = (seq, slot) => stub(slot, "GetFeatures", { entityId: id(seq) });
+      const getProj5: OpFn = (seq, slot) =>
+        stub(slot, "GetFeatures", { entityId: id(seq), featureNames: PROJECTED });
+      const batch =
+        (size: number): OpFn =>
+        (seq, slot) => {
+          const entityIds: string[] = new Array(size);
+          const base = seq * size;
+          for (let j = 0; j < size; j++) entityIds[j] = ids[keys[(base + j) & mask]!]!;
+          return stub(slot, "BatchGet", { entityIds });
+        };
+      const set: OpFn = (seq, slot) =>
+        stub(slot, "SetFeatures", { entityId: id(seq), features: POOLS.stub[seq & (WRITE_POOL - 1)]! });
+      return opFrom(op, { getAll, getProj5, batch, set });
+    },
+    close: () => life.close(),
+  };
+}
+
+/** Starts the stock grpc-js server (`grpc-stock-server.ts`) pinned to `cpus`. */
+export async function startStockGrpc(cpus: string | undefined): Promise<{ proc: Proc; port: number }> {
+  const port = freePort();
+  const proc = spawnProc({
+    name: "stock-grpc",
+    cmd: [process.execPath, `${import.meta.dir}/grpc-stock-server.ts`],
+    env: { STOCK_GRPC_PORT: String(port) },
+    cpus,
+  });
+  await waitForPort(port, proc);
+  return { proc, port };
+}
+
+/**
+ * Loads N entities into a gRPC server with BatchSet (500 per call, 4 in flight), encoded by our
+ * codec and sent with identity serializers: the stock server decodes them with protobufjs and
+ * keeps the objects.
+ */
+export async function loadGrpc(proc: Proc, port: number, n: number): Promise<LoadResult> {
+  const [c] = await grpcStubs(port, 1);
+  try {
+    await Bun.sleep(200);
+    const rssBefore = rssBytes(proc.pid);
+    const t0 = performance.now();
+    const BATCH = 500;
+    let next = 0;
+    const worker = async () => {
+      const w = new ProtoWriter(BATCH * 1024);
+      while (next < n) {
+        const from = next;
+        const to = Math.min(n, from + BATCH);
+        next = to;
+        const items: SetFeaturesItem[] = [];
+        for (let i = from; i < to; i++)
+          items.push({ entityId: entityId(i), features: ourFeatures(entityValues(i)), replace: true });
+        w.reset();
+        encodeBatchSetRequest(w, items);
+        await rawUnary(c!, "BatchSet", w.finish());
+      }
+    };
+    await Promise.all(Array.from({ length: 4 }, worker));
+    const seconds = (performance.now() - t0) / 1000;
+    Bun.gc(true);
+    await Bun.sleep(300);
+    const rssAfter = rssBytes(proc.pid);
+    return {
+      entities: n,
+      seconds,
+      rssBeforeBytes: rssBefore,
+      rssAfterBytes: rssAfter,
+      bytesPerEntity: (rssAfter - rssBefore) / n,
+    };
+  } finally {
+    c!.close();
+  }
+}
+
+/**
+ * GetFeatures of `ids` from two gRPC servers, decoded by our codec, compared: both must hold the
+ * same 20 features per entity. Returns the answer sizes (bytes) of the last id, [a, b].
+ */
+export async function sameAnswers(
+  portA: number,
+  portB: number,
+  ids: readonly string[],
+): Promise<[number, number]> {
+  const a = await H2GrpcClient.connect("127.0.0.1", portA);
+  const b = await H2GrpcClient.connect("127.0.0.1", portB);
+  try {
+    const sizes: [number, number] = [0, 0];
+    for (const id of ids) {
+      const w = new ProtoWriter(64);
+      w.stringField(1, id);
+      const body = w.finish();
+      const ra = await a.call(`${GRPC_SERVICE}GetFeatures`, body);
+      const rb = await b.call(`${GRPC_SERVICE}GetFeatures`, body);
+      const da = decodeGetFeaturesResponse(ra);
+      const db = decodeGetFeaturesResponse(rb);
+      if (!da.found || Object.keys(da.features).length !== 20 || !Bun.deepEquals(da.features, db.features))
+        throw new Error(
+          `servers disagree on ${id}: ${JSON.stringify(da).slice(0, 200)} vs ${JSON.stringify(db).slice(0, 200)}`,
+        );
+      sizes[0] = ra.length;
+      sizes[1] = rb.length;
+    }
+    return sizes;
+  } finally {
+    await a.close();
+    await b.close();
+  }
 }

@@ -161,6 +161,20 @@ export function ourWrite(v: EntityValues): FeaturesInput {
 }
 
 /**
+ * The 5 written features of a SetFeatures as `@grpc/proto-loader` objects (the stub client's
+ * request shape: one oneof field set per value).
+ */
+export function stubWrite(v: EntityValues): Record<string, Record<string, unknown>> {
+  return {
+    clicks_7d: { intValue: v.ints[1]! },
+    sessions_1d: { intValue: v.ints[4]! },
+    ctr_7d: { doubleValue: v.doubles[0]! },
+    last_category: { stringValue: v.strings[4]! },
+    is_premium: { boolValue: v.bool },
+  };
+}
+
+/**
  * Entity i as a Redis hash, as a user would store it with HSET: numbers as decimal strings,
  * the bool as "1"/"0", the embedding as base64 of its little-endian float32 bytes (the
  * compact and cheap-to-decode choice; a comma list is 2.5x larger and slower to parse).

@@ -101,7 +101,15 @@ export class TieredStore implements DurableStore {
   /** A miss: reads the backend and fills the cache (the record, or the absence marker). */
   private load(key: Uint8Array, start: number, end: number): number {
     const id = key.subarray(start, end);
-    const stored = this.backend.read(id);
+    let stored: ReturnType<SqliteBackend["read"]>;
+    try {
+      stored = this.backend.read(id);
+    } catch (err) {
+      // A failed read inside the turn's transaction rolled it back: the turn's writes fail too.
+      const e = FeatureStoreError.from(err);
+      if (this.settle !== null) this.fail(e);
+      throw e;
+    }
     if (stored === null) {
       this.cache.set(key, ABSENT, 0, start, end);
       return -1;

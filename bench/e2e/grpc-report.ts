@@ -100,8 +100,9 @@ export function grpcMarkdown(r: GrpcResults): string {
     out.push(`### ${op === "get_all" ? "GetFeatures, all 20 features" : op}, uniform keys, closed loop`);
     out.push("");
     out.push(
-      "K×D = connections × calls in flight on each. req/s: median of the rounds (lowest–highest); latencies from " +
-        "every round's answers together. × stock: throughput over the stock server's with the same client " +
+      "K×D = connections × calls in flight on each. rounds: the quiet rounds summarized (other processes within " +
+        `${r.config.noisyPct}% of a core; all rounds when none was) of those run; req/s: their median (lowest–highest); ` +
+        "latencies from their answers together. × stock: throughput over the stock server's with the same client " +
         "(TCP and Connect rows: over stock with proto-loader stubs, the user's alternative). srv µs/req: the " +
         "server process's CPU (/proc/<pid>/stat, utime + stime) per request; srv / gen CPU: share of its core used " +
         "by the server and by the load generator; bg: other processes (noise).",
@@ -119,6 +120,7 @@ export function grpcMarkdown(r: GrpcResults): string {
           SERVER[sys] ?? sys,
           client(sys, mode),
           shape.replace("x", "×"),
+          `${s.roundsUsed}/${s.rounds}`,
           `${fmtRate(s.throughput)} (${fmtRate(s.throughputMin)}–${fmtRate(s.throughputMax)})`,
           b ? `${(s.throughput / b.throughput).toFixed(2)}×` : "–",
           fmtUs(s.latencyUs.p50),
@@ -136,6 +138,7 @@ export function grpcMarkdown(r: GrpcResults): string {
           "server",
           "client",
           "K×D",
+          "rounds",
           "req/s",
           "× stock",
           "p50",
@@ -147,7 +150,7 @@ export function grpcMarkdown(r: GrpcResults): string {
           "bg",
         ],
         rows,
-        [":--", ":--", ":-:", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:"],
+        [":--", ":--", ":-:", ":-:", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:"],
       ),
     );
     out.push("");

@@ -15,7 +15,7 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Histogram } from "./hist.ts";
+import { Histogram } from "./hist.ts";
 import type { OpFn } from "./load.ts";
 import type { Proc } from "./procs.ts";
 import { type Cell, latencyOf, round, type Target } from "./report.ts";
@@ -68,6 +68,8 @@ export interface GrpcContext {
   ops: OpName[];
   rounds: number;
   durationMs: number;
+  /** A round during which other processes used more than this (% of one core) is left out of the summary, if a quieter one exists. */
+  noisyPct: number;
   /** Every process started here is added, so the harness stops it also on errors. */
   procs: Proc[];
   /** One closed-loop cell (with the harness's retry on a noisy machine) and its histogram. */
@@ -80,14 +82,19 @@ export interface GrpcRun extends Cell {
   round: number;
 }
 
-/** A row at one shape over every round: median throughput, latency of all rounds' answers merged. */
+/**
+ * A row at one shape over its quiet rounds (background CPU within `noisyPct`; every round when
+ * none was quiet): median throughput, latency of those rounds' answers merged.
+ */
 export interface GrpcSummary {
   system: SystemName;
   mode: Mode;
   op: OpName;
   shape: string;
   rounds: number;
-  /** Median over rounds, and the lowest and highest round. */
+  /** Rounds summarized (the quiet ones). */
+  roundsUsed: number;
+  /** Median over the rounds used, and the lowest and highest of them. */
   throughput: number;
   throughputMin: number;
   throughputMax: number;
@@ -177,7 +184,7 @@ export async function grpcComparison(ctx: GrpcContext): Promise<GrpcMeasured> {
     };
 
     const runs: GrpcRun[] = [];
-    const hists = new Map<string, Histogram>();
+    const hists = new WeakMap<GrpcRun, Histogram>();
     for (let r = 0; r < ctx.rounds; r++) {
       const rows = r % 2 === 0 ? GRPC_ROWS : [...GRPC_ROWS].reverse();
       log(`round ${r + 1} of ${ctx.rounds}${r % 2 ? " (rows in reverse)" : ""}:`);
@@ -189,11 +196,9 @@ export async function grpcComparison(ctx: GrpcContext): Promise<GrpcMeasured> {
             if (!fn) continue;
             const { cell, hist } = await ctx.measure(fn, sys.proc.pid, k, d);
             Object.assign(cell, { system: name, mode, op, dist: "uniform" });
-            runs.push({ ...cell, round: r });
-            const key = `${name}/${mode}/${op}/${k}x${d}`;
-            const h = hists.get(key);
-            if (h) h.merge(hist);
-            else hists.set(key, hist);
+            const run: GrpcRun = { ...cell, round: r };
+            runs.push(run);
+            hists.set(run, hist);
             log(
               `  ${name}/${mode} ${op} ${k}x${d}: ${cell.throughput} req/s, p50 ${cell.latencyUs.p50} p99 ${cell.latencyUs.p99} ` +
                 `p99.9 ${cell.latencyUs.p999} us, srv ${cell.serverCpuUsPerReq} us/req (${cell.serverCpuPct}%), ` +
@@ -201,7 +206,7 @@ export async function grpcComparison(ctx: GrpcContext): Promise<GrpcMeasured> {
             );
           }
     }
-    const summary = summarize(runs, hists);
+    const summary = summarize(runs, hists, ctx.noisyPct);
     return {
       load: { featurestore: loadOursResult, stock: loadStock },
       answerBytes: { ours: oursBytes, stock: stockBytes },
@@ -227,20 +232,24 @@ function median(xs: number[]): number {
   return s.length === 0 ? Number.NaN : s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-function summarize(runs: GrpcRun[], hists: Map<string, Histogram>): GrpcSummary[] {
+function summarize(runs: GrpcRun[], hists: WeakMap<GrpcRun, Histogram>, noisyPct: number): GrpcSummary[] {
   const out: GrpcSummary[] = [];
-  for (const [key, hist] of hists) {
+  const keyOf = (c: GrpcRun) => `${c.system}/${c.mode}/${c.op}/${c.conns}x${c.depth}`;
+  for (const key of new Set(runs.map(keyOf))) {
     const [system, mode, op, shape] = key.split("/") as [SystemName, Mode, OpName, string];
-    const rs = runs.filter(
-      (c) => c.system === system && c.mode === mode && c.op === op && `${c.conns}x${c.depth}` === shape,
-    );
+    const all = runs.filter((c) => keyOf(c) === key);
+    const quiet = all.filter((c) => c.otherCpuPct <= noisyPct);
+    const rs = quiet.length > 0 ? quiet : all;
+    const hist = new Histogram();
+    for (const c of rs) hist.merge(hists.get(c)!);
     const tp = rs.map((c) => c.throughput);
     out.push({
       system,
       mode,
       op,
       shape,
-      rounds: rs.length,
+      rounds: all.length,
+      roundsUsed: rs.length,
       throughput: Math.round(median(tp)),
       throughputMin: Math.min(...tp),
       throughputMax: Math.max(...tp),

@@ -601,6 +601,7 @@ async function grpcMain(o: Options): Promise<void> {
       ops: o.ops,
       rounds: o.metricsRounds,
       durationMs: o.durationMs,
+      noisyPct: o.noisyPct,
       procs,
       log,
       async measure(fn, pid, conns, depth) {

@@ -4,7 +4,7 @@
  */
 import type { GrpcMeasured, GrpcSummary } from "./grpc.ts";
 import { GRPC_ROWS } from "./grpc.ts";
-import { fmtRate, fmtUs, table } from "./report.ts";
+import { fmtRate, fmtUs, table, targetsTable } from "./report.ts";
 import type { Mode, SystemName } from "./systems.ts";
 
 /** Everything a run of `--grpc` records. */
@@ -75,19 +75,7 @@ export function grpcMarkdown(r: GrpcResults): string {
   if (r.targets.length > 0) {
     out.push("### Target: at least 2× the stock server's throughput at 8×8, at a lower p99");
     out.push("");
-    out.push(
-      table(
-        ["comparison", "goal", "measured (ours vs stock)", "ratio", ""],
-        r.targets.map((t) => [
-          t.name,
-          t.goal,
-          t.measured,
-          t.ratio === null ? "–" : `${t.ratio.toFixed(2)}×`,
-          t.met === null ? "–" : t.met ? "met" : "**missed**",
-        ]),
-        [":--", ":--", ":--", "--:", ":-:"],
-      ),
-    );
+    out.push(targetsTable(r.targets, "comparison", "measured (ours vs stock)"));
     out.push("");
   }
   const note = clientBoundNote(r.summary);

@@ -177,6 +177,21 @@ function fmtBytes(b: number): string {
 }
 
 /** A markdown table; the first column left-aligned, the others right, unless `align` says. */
+/** The targets as a markdown table: name, goal, measured, ratio, met or **missed**. */
+export function targetsTable(targets: Target[], nameHead: string, measuredHead: string): string {
+  return table(
+    [nameHead, "goal", measuredHead, "ratio", ""],
+    targets.map((t) => [
+      t.name,
+      t.goal,
+      t.measured,
+      t.ratio === null ? "–" : `${t.ratio.toFixed(2)}×`,
+      t.met === null ? "–" : t.met ? "met" : "**missed**",
+    ]),
+    [":--", ":--", ":--", "--:", ":-:"],
+  );
+}
+
 export function table(head: string[], rows: string[][], align?: string[]): string {
   const a = align ?? head.map((_, i) => (i === 0 ? ":--" : "--:"));
   return [`| ${head.join(" | ")} |`, `|${a.join("|")}|`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join(
@@ -232,19 +247,7 @@ export function markdown(r: Results): string {
       out.push("_--quick: short cells on a small data set; the verdicts are indicative only._");
       out.push("");
     }
-    out.push(
-      table(
-        ["target", "goal", "measured", "ratio", ""],
-        r.targets.map((t) => [
-          t.name,
-          t.goal,
-          t.measured,
-          t.ratio === null ? "–" : `${t.ratio.toFixed(2)}×`,
-          t.met === null ? "–" : t.met ? "met" : "**missed**",
-        ]),
-        [":--", ":--", ":--", "--:", ":-:"],
-      ),
-    );
+    out.push(targetsTable(r.targets, "target", "measured"));
     out.push("");
   }
 

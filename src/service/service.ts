@@ -107,6 +107,8 @@ export class FeatureService {
   private answerStart = 0;
   /** The record being built by a write. */
   private readonly record = new ProtoWriter(4096);
+  /** What `copyEntriesExcept` returns, reused. */
+  private readonly counts = { kept: 0, dropped: 0 };
 
   constructor(
     readonly store: RecordStore,
@@ -567,7 +569,6 @@ export class FeatureService {
     }
     return counts;
   }
-  private readonly counts = { kept: 0, dropped: 0 };
 
   /** Points the walk reader at the stored record behind handle `h`. */
   private startWalk(h: number): ProtoReader {

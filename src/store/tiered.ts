@@ -45,7 +45,9 @@ export class TieredStore implements DurableStore {
   readonly backend: SqliteBackend;
   private readonly clock: () => number;
   private readonly logger: Logger;
+  /** The record behind handle LARGE (served from the file) and its expiry. */
   private large: Uint8Array = ABSENT;
+  private largeExpiresAt = 0;
   private batch: Promise<void> | null = null;
   private settle: ((err?: FeatureStoreError) => void) | null = null;
   private failure: string | null = null;
@@ -123,7 +125,6 @@ export class TieredStore implements DurableStore {
     this.cache.set(key, stored.record, ttl, start, end);
     return this.cache.find(key, start, end);
   }
-  private largeExpiresAt = 0;
 
   arena(handle: number): Uint8Array {
     return handle === LARGE ? this.large : this.cache.arenaOf(handle);

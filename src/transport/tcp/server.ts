@@ -279,6 +279,8 @@ class TcpServerCore implements TcpServer {
   /** Connections with a backlog, in the order their next turn comes; served by one setImmediate. */
   private readonly turns: Sock[] = [];
   private turnScheduled = false;
+  /** When `collectSoon` last asked the GC to run (performance.now()). */
+  private lastGcHint = Number.NEGATIVE_INFINITY;
   /** Frames and request bytes answered in the current slice of one connection. */
   private sliceFrames = 0;
   private sliceBytes = 0;
@@ -984,7 +986,6 @@ class TcpServerCore implements TcpServer {
     this.lastGcHint = now;
     Bun.gc(false);
   }
-  private lastGcHint = Number.NEGATIVE_INFINITY;
 
   /** Drops a connection at once, without its pending answers, and releases what it holds. */
   private cut(socket: Sock, conn: Connection): void {

@@ -3,6 +3,16 @@
  * the typed values and errors shared with the client ("featurestore/client").
  */
 export type { CacheOptions } from "./cache/index.ts";
+export {
+  CELL_STATUS_NAMES,
+  CellStatus,
+  DenseBatch,
+  decodeDenseBatchGet,
+  decodeDenseGet,
+  type FeatureColumn,
+  FeatureVectorSpec,
+  type FeatureVectorSpecOptions,
+} from "./codec/dense.ts";
 export type { FeatureInput, Features, FeaturesInput, FeatureValue } from "./codec/features.ts";
 export { Method } from "./codec/frame.ts";
 export type {

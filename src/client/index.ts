@@ -13,6 +13,12 @@
  * descriptors of codec/messages.ts, which the embedded store runs too). Every failure is a FeatureStoreError
  * whose `code` is a gRPC status code (`Code`).
  */
+import {
+  type DenseBatch,
+  decodeDenseBatchGet,
+  encodeDenseRequest,
+  type FeatureVectorSpec,
+} from "../codec/dense.ts";
 import type { FeaturesInput } from "../codec/features.ts";
 import { Method } from "../codec/frame.ts";
 import {
@@ -28,11 +34,22 @@ import {
   type SetFeaturesItem,
   type SetOptions,
 } from "../codec/messages.ts";
+import { FeatureStoreError } from "../codec/status.ts";
 import { ProtoWriter } from "../codec/wire.ts";
 import { type ClientOptions, DEFAULT_DEADLINE_MS, positive } from "./options.ts";
 import { TcpTransport } from "./tcp.ts";
 import type { ClientTransport } from "./transport.ts";
 
+export {
+  CELL_STATUS_NAMES,
+  CellStatus,
+  DenseBatch,
+  decodeDenseBatchGet,
+  decodeDenseGet,
+  type FeatureColumn,
+  FeatureVectorSpec,
+  type FeatureVectorSpecOptions,
+} from "../codec/dense.ts";
 export type { FeatureInput, Features, FeaturesInput, FeatureValue } from "../codec/features.ts";
 export { METHOD_NAMES, Method } from "../codec/frame.ts";
 export type {
@@ -62,6 +79,15 @@ export type { ClientTransport } from "./transport.ts";
 export interface CallOptions {
   /** Deadline of this call, ms from now; overrides the client's default. */
   deadlineMs?: number;
+}
+
+/** Options of a dense read. */
+export interface DenseReadOptions extends CallOptions {
+  /**
+   * Where to write (`spec.newBatch(rows)`, reused call after call: nothing is allocated per
+   * read). Absent: a new batch per call. A batch must not be shared by reads in flight together.
+   */
+  out?: DenseBatch;
 }
 
 export class FeatureStoreClient implements FeatureStoreApi {
@@ -123,6 +149,35 @@ export class FeatureStoreClient implements FeatureStoreApi {
   ): Promise<BatchGetResult> {
     const deadlineMs = callOpts?.deadlineMs ?? this.deadlineMs;
     return callTypedAsync(BATCH_GET, this.w, this.transport, entityIds, featureNames, undefined, deadlineMs);
+  }
+
+  /**
+   * The dense read: `spec`'s features of `entityIds` as one row-major Float32Array (row i =
+   * entity i), with a presence mask and a status per cell, decoded straight from the BatchGet
+   * answer. Missing entities and features get the spec's defaults (`found`, `present`,
+   * `status` say which); a list of the wrong length is a WidthMismatch cell, not an error.
+   *
+   * ```ts
+   * const batch = spec.newBatch(64); // once
+   * const { values } = await client.getDense(ids, spec, { out: batch }); // 64 x spec.width floats
+   * ```
+   */
+  getDense(
+    entityIds: readonly string[],
+    spec: FeatureVectorSpec,
+    opts?: DenseReadOptions,
+  ): Promise<DenseBatch> {
+    const rows = entityIds.length;
+    const out = opts?.out ?? spec.newBatch(rows);
+    const w = this.w;
+    try {
+      encodeDenseRequest(w, entityIds, spec, out);
+    } catch (err) {
+      return Promise.reject(FeatureStoreError.from(err));
+    }
+    return this.transport
+      .call(Method.BatchGet, w.view(), opts?.deadlineMs ?? this.deadlineMs)
+      .then((body) => decodeDenseBatchGet(spec, body, out, rows));
   }
 
   /**

@@ -4,8 +4,14 @@
  * FeatureService.handle), but synchronously and without a socket.
  */
 import type { CacheOptions } from "../cache/index.ts";
+import {
+  type DenseBatch,
+  decodeDenseBatchGet,
+  encodeDenseRequest,
+  type FeatureVectorSpec,
+} from "../codec/dense.ts";
 import type { FeaturesInput } from "../codec/features.ts";
-import { isWriteMethod } from "../codec/frame.ts";
+import { isWriteMethod, Method } from "../codec/frame.ts";
 import {
   BATCH_GET,
   BATCH_SET,
@@ -78,6 +84,18 @@ export class EmbeddedFeatureStore implements FeatureStoreApi {
 
   batchGet(entityIds: readonly string[], featureNames?: readonly string[]): BatchGetResult {
     return callTyped(BATCH_GET, this.req, this.local, entityIds, featureNames, undefined);
+  }
+
+  /**
+   * The dense read (as `FeatureStoreClient.getDense`), synchronously: `spec`'s features of
+   * `entityIds` into `out` (or a new batch), decoded straight from the service's answer.
+   */
+  getDense(entityIds: readonly string[], spec: FeatureVectorSpec, out?: DenseBatch): DenseBatch {
+    const rows = entityIds.length;
+    const o = out ?? spec.newBatch(rows);
+    const w = this.req;
+    encodeDenseRequest(w, entityIds, spec, o);
+    return decodeDenseBatchGet(spec, this.local.call(Method.BatchGet, w.bytes, 0, w.pos), o, rows);
   }
 
   setFeatures(entityId: string, features: FeaturesInput, options: SetOptions = {}): void {

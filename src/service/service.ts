@@ -30,9 +30,49 @@ import { ValueField } from "../codec/features.ts";
 import { Method } from "../codec/frame.ts";
 import { Code, FeatureStoreError, invalidArgument } from "../codec/status.ts";
 import { decodeUtf8, ProtoReader, ProtoWriter, varintSize, WireType } from "../codec/wire.ts";
-import type { RecordStore } from "../store/types.ts";
+import { isRemote, PENDING, type RecordStore, type RemoteStore } from "../store/types.ts";
 import { NameIndex, Ranges } from "./names.ts";
 import { isValidUtf8 } from "./utf8.ts";
+
+/**
+ * An answer that waits for a remote store: a read whose entities were not all in the
+ * near-cache, or a write (acknowledged by the store later). Once `ready` settles, `answer(out)`
+ * appends the response message to `out` as `handle` would have, or returns another Deferred
+ * (what a read waited for was invalidated again before it ran). `ready` rejects with the
+ * FeatureStoreError that fails the request.
+ */
+export interface Deferred {
+  readonly ready: Promise<unknown>;
+  answer(out: ProtoWriter): Deferred | undefined;
+}
+
+/** How many times a read may find what it waited for gone again before it fails UNAVAILABLE. */
+const MAX_READ_ROUNDS = 8;
+
+/**
+ * Waits for a deferred answer, writes it into `out` from `at` and returns `copy()`, run at once
+ * after the answer is written: `out` may be shared, so the answer must be copied out before
+ * anything else can run.
+ */
+export async function settleDeferred<T>(
+  d: Deferred,
+  out: ProtoWriter,
+  at: number,
+  copy: () => T | Promise<T>,
+): Promise<T> {
+  for (let round = 1; ; round++) {
+    await d.ready;
+    out.pos = at;
+    const next = d.answer(out);
+    if (next === undefined) return copy();
+    if (round === MAX_READ_ROUNDS)
+      throw new FeatureStoreError(
+        Code.Unavailable,
+        `the entities read were changed or evicted ${round} times while loading; retry`,
+      );
+    d = next;
+  }
+}
 
 /** Tunables of the service layer. */
 export interface ServiceOptions {
@@ -109,37 +149,49 @@ export class FeatureService {
   private readonly record = new ProtoWriter(4096);
   /** What `copyEntriesExcept` returns, reused. */
   private readonly counts = { kept: 0, dropped: 0 };
+  /** The store when it is remote (decided once): writes go to it as changes, reads may wait. */
+  private readonly remote: RemoteStore | null;
+  /** Set by a read that met an entity being loaded: the answer is deferred. */
+  private waiting = false;
 
   constructor(
     readonly store: RecordStore,
     options: Partial<ServiceOptions> = {},
   ) {
     this.options = { ...DEFAULT_SERVICE_OPTIONS, ...options };
+    this.remote = isRemote(store) ? store : null;
   }
 
   /**
    * Handles one request: `body[start,end)` is the request message of `method`; the response
    * message is appended to `out`. Throws FeatureStoreError; `out` may then hold a partial
-   * answer, which the caller discards (rewind to where it started).
+   * answer, which the caller discards (rewind to where it started). With a remote store the
+   * answer may come later: a Deferred is returned (`out` then holds nothing to keep), and the
+   * request's bytes may be reused at once.
    */
-  handle(method: number, body: Uint8Array, start: number, end: number, out: ProtoWriter): void {
+  handle(
+    method: number,
+    body: Uint8Array,
+    start: number,
+    end: number,
+    out: ProtoWriter,
+  ): Deferred | undefined {
     switch (method) {
       case Method.GetFeatures:
         this.getFeatures(body, start, end, out);
-        return;
+        return this.waiting ? this.rerun(method, body, start, end) : undefined;
       case Method.BatchGet:
         this.batchGet(body, start, end, out);
-        return;
+        return this.waiting ? this.rerun(method, body, start, end) : undefined;
       case Method.SetFeatures:
         this.parseSet(body, start, end);
+        if (this.remote !== null) return this.remoteSet(this.remote, body, -1);
         this.applySet(body);
         return;
       case Method.BatchSet:
-        this.batchSet(body, start, end, out);
-        return;
+        return this.batchSet(body, start, end, out);
       case Method.DeleteFeatures:
-        this.deleteFeatures(body, start, end, out);
-        return;
+        return this.deleteFeatures(body, start, end, out);
       case Method.Ping:
         return;
       default:
@@ -149,7 +201,18 @@ export class FeatureService {
 
   // ---- reads ------------------------------------------------------------------------------
 
+  /** A read that met entities being loaded: runs again on a copy of the request once they landed. */
+  private rerun(method: number, body: Uint8Array, start: number, end: number): Deferred {
+    this.waiting = false;
+    const copy = body.slice(start, end);
+    return {
+      ready: this.remote!.loaded(),
+      answer: (out) => this.handle(method, copy, 0, copy.length, out),
+    };
+  }
+
   private getFeatures(body: Uint8Array, start: number, end: number, out: ProtoWriter): void {
+    this.waiting = false;
     this.parseIdAndNames(body, start, end);
     this.scanned = 0;
     this.entity = this.entities = 1;
@@ -206,6 +269,7 @@ export class FeatureService {
     for (let i = 0; i < ids.count; i++) this.checkId(body, ids.starts[i]!, ids.ends[i]!);
     this.index.build(body, this.names);
     this.scanned = 0;
+    this.waiting = false;
     const answerStart = out.pos;
     this.answerStart = answerStart;
     let hits = 0;
@@ -259,6 +323,11 @@ export class FeatureService {
     const names = this.names;
     out.bytesField(1, body, idStart, idEnd);
     const h = store.find(body, idStart, idEnd);
+    if (h === PENDING) {
+      // Every miss of the request is started before it waits: one round trip for them all.
+      this.waiting = true;
+      return false;
+    }
     if (h < 0) {
       for (let i = 0; i < names.count; i++) out.bytesField(4, body, names.starts[i]!, names.ends[i]!);
       return false;
@@ -591,7 +660,7 @@ export class FeatureService {
     return entryStart;
   }
 
-  private batchSet(body: Uint8Array, start: number, end: number, out: ProtoWriter): void {
+  private batchSet(body: Uint8Array, start: number, end: number, out: ProtoWriter): Deferred | undefined {
     // Pass 1 validates every item so that an invalid one rejects the batch before anything is written.
     const items = this.ids;
     items.count = 0;
@@ -609,14 +678,54 @@ export class FeatureService {
     }
     for (let i = 0; i < items.count; i++)
       this.atItem(i, () => this.parseSet(body, items.starts[i]!, items.ends[i]!));
-    for (let i = 0; i < items.count; i++) {
+    const n = items.count;
+    if (this.remote !== null) {
+      // Sent together (pipelined, grouped by node by the store); answered once all are acknowledged.
+      const acks: Promise<unknown>[] = new Array(n);
+      for (let i = 0; i < n; i++) {
+        this.parseSet(body, items.starts[i]!, items.ends[i]!);
+        acks[i] = this.remoteSet(this.remote, body, i).ready;
+      }
+      return { ready: Promise.all(acks), answer: (o) => writeCount(o, n) };
+    }
+    for (let i = 0; i < n; i++) {
       this.parseSet(body, items.starts[i]!, items.ends[i]!);
       this.atItem(i, () => this.applySet(body));
     }
-    if (items.count > 0) {
-      out.tag(1, WireType.Varint);
-      out.varint(items.count);
+    return writeCount(out, n);
+  }
+
+  /**
+   * Sends the SetFeatures parsed by `parseSet` to a remote store as the change it asks for:
+   * its features (the last entry for a name winning), merge or replace, and the TTL. `item` is
+   * the BatchSet item (-1 for a SetFeatures), named in the error.
+   */
+  private remoteSet(store: RemoteStore, body: Uint8Array, item: number): Deferred {
+    const { starts, ends, count: n } = this.setNames;
+    const { first, last } = this.index;
+    const vals = this.values.bytes;
+    const vStarts = this.setValues.starts;
+    const vEnds = this.setValues.ends;
+    const fields: Uint8Array[] = [];
+    for (let i = 0; i < n; i++) {
+      if (last[first[i]!] !== i) continue;
+      fields.push(body.slice(starts[i]!, ends[i]!), vals.slice(vStarts[i]!, vEnds[i]!));
     }
+    if (fields.length / 2 > this.options.maxFeaturesPerEntity)
+      throw new FeatureStoreError(
+        Code.ResourceExhausted,
+        `${item >= 0 ? `items[${item}]: ` : ""}the entity would hold ${fields.length / 2} features; ` +
+          `the limit is ${this.options.maxFeaturesPerEntity} (MAX_FEATURES_PER_ENTITY)`,
+      );
+    const ttl = this.ttlMs > 0 ? this.ttlMs : this.options.defaultTtlMs;
+    let ack: Promise<unknown> = store.setFeatures(
+      body.slice(this.idStart, this.idEnd),
+      fields,
+      this.replace,
+      ttl,
+    );
+    if (item >= 0) ack = ack.catch((err) => Promise.reject(atItemError(item, err)));
+    return { ready: ack, answer: noAnswer };
   }
 
   /** Runs `f`, prefixing the message of what it throws with the batch item it is about. */
@@ -624,15 +733,32 @@ export class FeatureService {
     try {
       f();
     } catch (err) {
-      const e = FeatureStoreError.from(err);
-      throw new FeatureStoreError(e.code, `items[${i}]: ${e.message}`, { cause: err });
+      throw atItemError(i, err);
     }
   }
 
-  private deleteFeatures(body: Uint8Array, start: number, end: number, out: ProtoWriter): void {
+  private deleteFeatures(
+    body: Uint8Array,
+    start: number,
+    end: number,
+    out: ProtoWriter,
+  ): Deferred | undefined {
     this.parseIdAndNames(body, start, end);
     const idStart = this.idStart;
     const idEnd = this.idEnd;
+    if (this.remote !== null) {
+      const { starts, ends, count } = this.names;
+      let names: Uint8Array[] | null = null;
+      if (count > 0) {
+        names = new Array(count);
+        for (let i = 0; i < count; i++) names[i] = body.slice(starts[i]!, ends[i]!);
+      }
+      let deleted = false;
+      const ready = this.remote.deleteFeatures(body.slice(idStart, idEnd), names).then((d) => {
+        deleted = d;
+      });
+      return { ready, answer: (o) => writeDeleted(o, deleted) };
+    }
     const store = this.store;
     let deleted: boolean;
     if (this.names.count === 0) {
@@ -652,10 +778,7 @@ export class FeatureService {
         }
       }
     }
-    if (deleted) {
-      out.byte((1 << 3) | WireType.Varint);
-      out.byte(1);
-    }
+    return writeDeleted(out, deleted);
   }
 
   private checkId(body: Uint8Array, start: number, end: number): void {
@@ -666,6 +789,35 @@ export class FeatureService {
       );
     if (!isValidUtf8(body, start, end)) throw invalidArgument("entity_id is not valid UTF-8");
   }
+}
+
+/** BatchSetResponse.count (field 1), when not 0. */
+function writeCount(out: ProtoWriter, n: number): undefined {
+  if (n > 0) {
+    out.tag(1, WireType.Varint);
+    out.varint(n);
+  }
+  return undefined;
+}
+
+/** DeleteFeaturesResponse.deleted (field 1), when true. */
+function writeDeleted(out: ProtoWriter, deleted: boolean): undefined {
+  if (deleted) {
+    out.byte((1 << 3) | WireType.Varint);
+    out.byte(1);
+  }
+  return undefined;
+}
+
+/** The answer of a write with nothing to say (SetFeaturesResponse is empty). */
+function noAnswer(): undefined {
+  return undefined;
+}
+
+/** The error of BatchSet item `i`: the item named in the message, the code kept. */
+function atItemError(i: number, err: unknown): FeatureStoreError {
+  const e = FeatureStoreError.from(err);
+  return new FeatureStoreError(e.code, `items[${i}]: ${e.message}`, { cause: err });
 }
 
 /** Reads ttl_ms (int64): negative, or beyond what the expiry clock holds, is INVALID_ARGUMENT. */

@@ -2,13 +2,26 @@
  * The store behind the service. Records are opaque byte strings (the encoded feature map of
  * one entity, see src/service/record.ts) keyed by entity-id bytes.
  *
- * Reads are synchronous by contract: `find` answers from memory (or, on a miss of the tiered
- * store, from its embedded backend) and hands back a handle to bytes that stay valid until the
- * next store call. Writes are applied at once (a later read sees them) and become durable at
- * the next commit: `sync()` is what a transport awaits before it acknowledges a write.
+ * Local stores (memory, the SQLite tier) answer `find` synchronously, from memory or from their
+ * embedded backend, with a handle to bytes that stay valid until the next store call; their
+ * writes are applied at once (a later read sees them) and become durable at the next commit:
+ * `sync()` is what a transport awaits before it acknowledges a write.
+ *
+ * A remote store (Redis, `RemoteStore`) answers `find` from its near-cache when it can; on a
+ * miss it starts a load and answers PENDING, and the service answers the request later (a
+ * `Deferred`), once `loaded()` settles. Its writes are not records but the request's own
+ * change (merge, replace, delete names), so that servers sharing the store never overwrite
+ * each other's features with a stale copy.
  */
+
+/** `find` of a remote store: not in memory, a load has been started; wait for `loaded()`. */
+export const PENDING = -2;
+
 export interface RecordStore {
-  /** Handle (>= 0) of the live record for key[start,end), or -1. Counts a hit or a miss. */
+  /**
+   * Handle (>= 0) of the live record for key[start,end), -1 if there is none, or PENDING (remote
+   * stores only). Counts a hit or a miss.
+   */
   find(key: Uint8Array, start: number, end: number): number;
   /** The bytes behind a handle: `arena(h)[offset(h) .. offset(h)+length(h))`. */
   arena(handle: number): Uint8Array;
@@ -39,4 +52,32 @@ export interface DurableStore extends RecordStore {
   readonly writeFailure: string | null;
   /** Makes pending writes durable and releases the store's resources. */
   close(): void;
+}
+
+/**
+ * A store whose truth is elsewhere (Redis), shared with other servers. The service sends it the
+ * change a write asks for; each call resolves once the store acknowledged it (at its durability
+ * point) and rejects with a FeatureStoreError.
+ */
+export interface RemoteStore extends DurableStore {
+  readonly remote: true;
+  /**
+   * Merges the features into the entity (or replaces all of them when `replace`) and sets its
+   * TTL (0 = none). `fields` alternates name and canonical FeatureValue bytes, names unique;
+   * both are the caller's to give away. Fails RESOURCE_EXHAUSTED past MAX_FEATURES_PER_ENTITY.
+   */
+  setFeatures(id: Uint8Array, fields: Uint8Array[], replace: boolean, ttlMs: number): Promise<void>;
+  /** Deletes the named features (the whole entity when `names` is null); true if any existed. */
+  deleteFeatures(id: Uint8Array, names: Uint8Array[] | null): Promise<boolean>;
+  /**
+   * Settles once every load started by a `find` that answered PENDING so far has landed; what
+   * landed stays readable by `find` until the requests waiting for it have run again.
+   * Rejects (UNAVAILABLE, RESOURCE_EXHAUSTED) when a load failed.
+   */
+  loaded(): Promise<void>;
+}
+
+/** True for a store that answers some reads and every write later (Redis). */
+export function isRemote(store: RecordStore): store is RemoteStore {
+  return (store as Partial<RemoteStore>).remote === true;
 }

@@ -427,7 +427,7 @@ describe("TCP server: logging under floods of bad input", () => {
 
   test("a bug hit by every request logs a handful of error lines, not one per request", async () => {
     class BuggyService extends FeatureService {
-      override handle(): void {
+      override handle(): undefined {
         throw new TypeError("a bug hit by every request");
       }
     }

@@ -20,7 +20,7 @@ import { Code, FeatureStoreError } from "../../codec/status.ts";
 import { decodeUtf8, ProtoReader, ProtoWriter, WireType } from "../../codec/wire.ts";
 import { LimitedLog, type Logger } from "../../log/index.ts";
 import { type HotMetrics, Transport } from "../../metrics/hot.ts";
-import type { FeatureService } from "../../service/service.ts";
+import { type FeatureService, settleDeferred } from "../../service/service.ts";
 import {
   FLAG_COMPRESSED,
   headerGrpcAcceptEncoding,
@@ -351,19 +351,20 @@ class GrpcServerCore implements GrpcServer {
       out.reset();
       out.ensure(PREFIX_BYTES);
       out.pos = PREFIX_BYTES;
-      this.service.handle(method, message, 0, message.length, out);
-      const answer = out.finish();
-      answer[0] = 0;
-      writeU32BE(answer, 1, answer.length - PREFIX_BYTES);
-      const pending = isWriteMethod(method) ? this.sync() : null;
-      if (pending === null) {
+      const deferred = this.service.handle(method, message, 0, message.length, out);
+      const pending = deferred !== undefined ? null : isWriteMethod(method) ? this.sync() : null;
+      const answer =
+        deferred === undefined
+          ? frameAnswer(out)
+          : settleDeferred(deferred, out, PREFIX_BYTES, () => frameAnswer(out));
+      if (pending === null && !(answer instanceof Promise)) {
         this.succeed(stream, answer);
         done(Code.OK);
         return;
       }
-      pending.then(
-        () => {
-          this.succeed(stream, answer);
+      Promise.all([answer, pending]).then(
+        ([bytes]) => {
+          this.succeed(stream, bytes);
           done(Code.OK);
         },
         (err: unknown) => {
@@ -673,4 +674,12 @@ function healthService(message: Uint8Array): string {
 /** A length-prefixed HealthCheckResponse { status = 1 }. */
 function healthAnswer(status: number): Uint8Array {
   return new Uint8Array([0, 0, 0, 0, 2, (1 << 3) | WireType.Varint, status]);
+}
+
+/** The message in `out` after its prefix, copied out with the prefix filled in (uncompressed). */
+function frameAnswer(out: ProtoWriter): Uint8Array {
+  const answer = out.finish();
+  answer[0] = 0;
+  writeU32BE(answer, 1, answer.length - PREFIX_BYTES);
+  return answer;
 }

@@ -29,7 +29,7 @@ import { ProtoWriter } from "../../codec/wire.ts";
 import { DEFAULTS } from "../../config/index.ts";
 import { LimitedLog, type Logger } from "../../log/index.ts";
 import { type HotMetrics, Reject, Transport } from "../../metrics/hot.ts";
-import type { FeatureService } from "../../service/service.ts";
+import { type Deferred, type FeatureService, settleDeferred } from "../../service/service.ts";
 
 export interface TcpServerOptions {
   host: string;
@@ -195,6 +195,8 @@ class Connection {
    * segment (its answers from the first write on); answers after a held one wait behind it.
    */
   held: HeldAnswers[] | null = null;
+  /** Requests waiting for a remote store (their answers come out of order, by request id). */
+  deferred = 0;
 
   constructor(
     readonly remote: string,
@@ -266,6 +268,8 @@ class TcpServerCore implements TcpServer {
    * of its commit too, so they must not wait for the next one).
    */
   private readonly holdMarks: { at: number; batch: Promise<void> }[] = [];
+  /** The connection whose data is being answered (a deferred answer goes back to it). */
+  private current: Sock | null = null;
   /** Answers of the current data event; shared by all connections (one event at a time). */
   private readonly out = new ProtoWriter(OUT_BYTES);
   private readonly open = new Set<Sock>();
@@ -447,6 +451,7 @@ class TcpServerCore implements TcpServer {
     const out = this.out;
     out.reset();
     this.holdMarks.length = 0;
+    this.current = socket;
     let at = 0;
     if (conn.inputLen > 0) at = this.continueFrame(conn, data);
     if (!conn.closing) {
@@ -681,11 +686,28 @@ class TcpServerCore implements TcpServer {
     out.pos += HEADER_BYTES;
     let code: number = Code.OK;
     try {
-      this.service.handle(method, buf, bodyStart, bodyEnd, out);
+      const deferred = this.service.handle(method, buf, bodyStart, bodyEnd, out);
+      if (deferred !== undefined) {
+        out.pos = headerAt;
+        this.answerLater(this.current!, deferred, requestId, method, t0);
+        return;
+      }
       if (isWriteMethod(method)) this.markCommit(headerAt);
     } catch (err) {
       code = this.failed(err, method, requestId, headerAt);
     }
+    this.finishFrame(out, headerAt, requestId, method, code, t0);
+  }
+
+  /** Fills in the header of the answer frame at out[headerAt] and records the request. */
+  private finishFrame(
+    out: ProtoWriter,
+    headerAt: number,
+    requestId: number,
+    method: number,
+    code: number,
+    t0: number,
+  ): void {
     writeHeader(out.bytes, headerAt, out.pos - headerAt - HEADER_BYTES, requestId, method, code);
     if (this.timed) {
       const seconds = (performance.now() - t0) / 1000;
@@ -698,6 +720,34 @@ class TcpServerCore implements TcpServer {
           us: seconds * 1e6,
         });
     }
+  }
+
+  /**
+   * Answers a request that waits for a remote store once it can, out of order (the protocol
+   * matches answers by request id), in the shared writer (free between data events) and sent
+   * at once, or behind the answers the connection holds.
+   */
+  private answerLater(socket: Sock, deferred: Deferred, requestId: number, method: number, t0: number): void {
+    const conn = socket.data;
+    conn.deferred++;
+    const out = this.out;
+    // Runs right after the answer is written into `out` (free between data events), before
+    // anything else can use it.
+    const write = (code: number): void => {
+      this.finishFrame(out, 0, requestId, method, code, t0);
+      conn.deferred--;
+      if (!conn.closed) {
+        if (conn.held === null) this.send(socket, conn, out.bytes, 0, out.pos);
+        else this.hold(socket, conn, out.bytes.slice(0, out.pos), null);
+      }
+      out.reset();
+      if (conn.closed) return;
+      if (conn.closing && conn.pendingBytes === 0 && conn.held === null) socket.end();
+      else if (this.draining) this.endIfIdle(socket);
+    };
+    settleDeferred(deferred, out, HEADER_BYTES, () => write(Code.OK)).catch((err: unknown) =>
+      write(this.failed(err, method, requestId, 0)),
+    );
   }
 
   /** Replaces a failed request's partial answer by its error message; returns the status code. */
@@ -901,7 +951,13 @@ class TcpServerCore implements TcpServer {
 
   private endIfIdle(socket: Sock): void {
     const conn = socket.data;
-    if (conn.pendingBytes === 0 && conn.inputLen === 0 && conn.held === null && conn.backlog === null) {
+    if (
+      conn.pendingBytes === 0 &&
+      conn.inputLen === 0 &&
+      conn.held === null &&
+      conn.backlog === null &&
+      conn.deferred === 0
+    ) {
       conn.closing = true;
       socket.end();
     }

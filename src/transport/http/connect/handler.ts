@@ -8,6 +8,7 @@
  */
 import { Code, FeatureStoreError } from "../../../codec/status.ts";
 import { Transport } from "../../../metrics/hot.ts";
+import { settleDeferred } from "../../../service/service.ts";
 import { decodeBase64 } from "../base64.ts";
 import { checkDeadline, closeAfter, deadlineAfter, readBody, tooLarge } from "../body.ts";
 import { type HandlerContext, jsonAnswer } from "../context.ts";
@@ -91,18 +92,24 @@ export class ConnectHandler {
    * Runs the method on a message already read: binary straight through, JSON via the
    * mapping. Returns the response body, copied out of the shared writer.
    */
-  private call(m: MethodInfo, binary: boolean, body: Uint8Array): Uint8Array | string | Promise<string> {
+  private call(
+    m: MethodInfo,
+    binary: boolean,
+    body: Uint8Array,
+  ): Uint8Array | string | Promise<Uint8Array | string> {
     const { service, out, scratch } = this.ctx;
     if (binary) {
       out.reset();
-      service.handle(m.number, body, 0, body.length, out);
-      return out.finish();
+      const deferred = service.handle(m.number, body, 0, body.length, out);
+      if (deferred === undefined) return out.finish();
+      return settleDeferred(deferred, out, 0, () => out.finish());
     }
     scratch.reset();
     jsonBytesToBinary(m.input, body, scratch);
     out.reset();
-    service.handle(m.number, scratch.bytes, 0, scratch.pos, out);
-    return jsonAnswer(m, out);
+    const deferred = service.handle(m.number, scratch.bytes, 0, scratch.pos, out);
+    if (deferred === undefined) return jsonAnswer(m, out);
+    return settleDeferred(deferred, out, 0, () => jsonAnswer(m, out));
   }
 }
 

@@ -5,6 +5,7 @@
  */
 import { Code, FeatureStoreError } from "../../../codec/status.ts";
 import { Transport } from "../../../metrics/hot.ts";
+import { type Deferred, settleDeferred } from "../../../service/service.ts";
 import { decodeBase64Chunks } from "../base64.ts";
 import { checkDeadline, closeAfter, deadlineAfter, readBody, tooLarge } from "../body.ts";
 import { type HandlerContext, outputJson } from "../context.ts";
@@ -56,7 +57,8 @@ export class GrpcWebHandler {
       if (v.text) body = decodeBase64Chunks(body, "gRPC-web-text body");
       checkDeadline(deadline);
       const len = this.messageLength(body);
-      const answer = this.call(m, v, body, len);
+      let answer = this.call(m, v, body, len);
+      if (answer instanceof Promise) answer = await answer;
       await ctx.durable(m);
       return new Response(answer, { headers: v.headers });
     } catch (err) {
@@ -107,20 +109,35 @@ export class GrpcWebHandler {
    * shared writer: the data frame (its prefix filled in once its length is known), then the
    * OK trailers; base64 for gRPC-web-text.
    */
-  private call(m: MethodInfo, v: GrpcWebVariant, body: Uint8Array, len: number): Uint8Array | string {
+  private call(
+    m: MethodInfo,
+    v: GrpcWebVariant,
+    body: Uint8Array,
+    len: number,
+  ): Uint8Array | string | Promise<Uint8Array | string> {
     const { service, out, scratch } = this.ctx;
     out.reset();
     out.ensure(PREFIX_BYTES);
     out.pos = PREFIX_BYTES;
+    let deferred: Deferred | undefined;
     if (v.json) {
       scratch.reset();
       jsonBytesToBinary(m.input, body.subarray(PREFIX_BYTES), scratch);
-      service.handle(m.number, scratch.bytes, 0, scratch.pos, out);
+      deferred = service.handle(m.number, scratch.bytes, 0, scratch.pos, out);
+    } else {
+      deferred = service.handle(m.number, body, PREFIX_BYTES, PREFIX_BYTES + len, out);
+    }
+    if (deferred === undefined) return this.frame(m, v);
+    return settleDeferred(deferred, out, PREFIX_BYTES, () => this.frame(m, v));
+  }
+
+  /** The answer message in `out` after its prefix, as the response body: framed, trailers after. */
+  private frame(m: MethodInfo, v: GrpcWebVariant): Uint8Array | string {
+    const out = this.ctx.out;
+    if (v.json) {
       const json = textEncoder.encode(JSON.stringify(outputJson(m, out, PREFIX_BYTES)));
       out.pos = PREFIX_BYTES;
       out.raw(json);
-    } else {
-      service.handle(m.number, body, PREFIX_BYTES, PREFIX_BYTES + len, out);
     }
     out.bytes[0] = 0;
     writeU32BE(out.bytes, 1, out.pos - PREFIX_BYTES);

@@ -1,0 +1,184 @@
+/**
+ * The connections to Redis, standalone or Cluster, through node-redis (`@redis/client`).
+ *
+ * Chosen over ioredis (its Cluster client drops RESP3 invalidation pushes, so tracking would
+ * need a second, REDIRECT connection per node) and Bun's RedisClient (no Cluster, no tracking):
+ * node-redis speaks RESP3, routes by slot (MOVED/ASK, replica reads) and calls a client-side
+ * cache provider on every node connection: with tracking turned on in each connection's
+ * handshake, for invalidation pushes, and on errors and topology changes. Its own object cache
+ * is not used (a cached HGETALL costs a structuredClone per hit): `Tracking` below only relays
+ * those events to our typed-array near-cache.
+ *
+ * Tracking runs in default mode (`CLIENT TRACKING ON`): Redis remembers the keys each
+ * connection read and invalidates only those, and the push travels on the connection that read
+ * the key, after the reply (RESP3 keeps them in order). Broadcast mode would send every
+ * server every write under the prefix.
+ */
+import {
+  createClient,
+  createCluster,
+  RESP_TYPES,
+  type RedisClientType,
+  type RedisClusterType,
+} from "@redis/client";
+import { PooledClientSideCacheProvider } from "@redis/client/dist/lib/client/cache.js";
+import calculateSlot from "@redis/client/dist/lib/utils/calculate-slot.js";
+import { Code, FeatureStoreError } from "../../codec/status.ts";
+import type { Logger } from "../../log/index.ts";
+
+/** Where invalidations go: a key (as Redis sent it), or null for "everything". */
+export interface InvalidationSink {
+  invalidate(key: Uint8Array | string): void;
+  /** Everything cached may be stale (a tracking connection dropped, the topology changed). */
+  flush(reason: string): void;
+  /** While paused (Cluster rediscovery), loads must not fill the near-cache. */
+  pause(paused: boolean): void;
+}
+
+export interface RedisLinkOptions {
+  /** `redis://[user:password@]host:port[/db]` or `rediss://` (standalone). */
+  url?: string;
+  /** Cluster seed nodes, `host:port`; takes precedence over `url`. */
+  clusterNodes?: string[];
+  /** Cluster: send reads to replicas too (each replica connection is tracked as well). */
+  readFromReplicas: boolean;
+  connectTimeoutMs: number;
+  sink: InvalidationSink;
+  logger: Logger;
+}
+
+/** Replies as bytes: bulk strings as Buffers, maps (HGETALL) as flat [field, value, ...] arrays. */
+const BYTES = {
+  [RESP_TYPES.BLOB_STRING]: Buffer,
+  [RESP_TYPES.SIMPLE_STRING]: Buffer,
+  [RESP_TYPES.MAP]: Array,
+};
+const BYTES_OPTIONS = { typeMapping: BYTES };
+
+type Arg = string | Buffer;
+
+/** Relays node-redis' client-side-cache events to our near-cache; caches nothing itself. */
+class Tracking extends PooledClientSideCacheProvider {
+  constructor(private readonly sink: InvalidationSink) {
+    super({ maxEntries: 1 });
+  }
+  override trackingOn(): string[] {
+    return ["CLIENT", "TRACKING", "ON"];
+  }
+  override invalidate(key: Uint8Array | string | null): void {
+    if (key === null) this.sink.flush("Redis flushed the tracking table");
+    else this.sink.invalidate(key);
+  }
+  override clear(): void {
+    this.sink.flush("the Redis topology is being refreshed");
+  }
+  override onError(): void {
+    this.sink.flush("a Redis connection failed");
+  }
+  override onClose(): void {
+    this.sink.flush("a Redis connection closed");
+  }
+  override disable(): void {
+    this.sink.pause(true);
+  }
+  override enable(): void {
+    this.sink.pause(false);
+  }
+}
+
+/** One standalone server or one Cluster, with key routing and tracking on every connection. */
+export class RedisLink {
+  private readonly client: RedisClientType | null;
+  private readonly cluster: RedisClusterType | null;
+  private readonly logger: Logger;
+  /** Why the link is down, for the readiness probe; null while it is up. */
+  lastError: string | null = null;
+
+  private constructor(opts: RedisLinkOptions) {
+    this.logger = opts.logger;
+    const tracking = new Tracking(opts.sink);
+    const socket = {
+      connectTimeout: opts.connectTimeoutMs,
+      // Retry fast, then every second: the server recovers by itself when Redis returns.
+      reconnectStrategy: (retries: number) => Math.min(50 * 2 ** retries, 1000),
+    };
+    // Calls fail at once while a connection is down (UNAVAILABLE), instead of queueing.
+    const common = { RESP: 3 as const, disableOfflineQueue: true, clientSideCache: tracking };
+    if (opts.clusterNodes !== undefined && opts.clusterNodes.length > 0) {
+      this.client = null;
+      this.cluster = createCluster({
+        ...common,
+        rootNodes: opts.clusterNodes.map((n) => ({ url: `redis://${n}` })),
+        defaults: { socket, disableOfflineQueue: true },
+        useReplicas: opts.readFromReplicas,
+      }) as unknown as RedisClusterType;
+      this.cluster.on("error", (err: Error) => this.down(err));
+    } else {
+      this.cluster = null;
+      this.client = createClient({ ...common, url: opts.url, socket }) as unknown as RedisClientType;
+      this.client.on("error", (err: Error) => this.down(err));
+      this.client.on("ready", () => this.up());
+    }
+  }
+
+  /** Connects (throws FeatureStoreError UNAVAILABLE naming the cause if Redis cannot be reached). */
+  static async connect(opts: RedisLinkOptions): Promise<RedisLink> {
+    const link = new RedisLink(opts);
+    try {
+      if (link.cluster !== null) await link.cluster.connect();
+      else await link.client!.connect();
+    } catch (err) {
+      await link.close();
+      throw new FeatureStoreError(Code.Unavailable, `cannot connect to Redis: ${(err as Error).message}`);
+    }
+    link.lastError = null;
+    return link;
+  }
+
+  private down(err: Error): void {
+    if (this.lastError === null) this.logger.warn("Redis connection failed", { err: err.message });
+    this.lastError = err.message;
+  }
+
+  private up(): void {
+    if (this.lastError !== null) this.logger.info("Redis connection ready again");
+    this.lastError = null;
+  }
+
+  /** True while every connection the link needs is up. */
+  get ready(): boolean {
+    if (this.cluster !== null) return this.cluster.isReady && this.lastError === null;
+    return this.client!.isReady;
+  }
+
+  /** Sends one command about `key` (routed by its slot in Cluster); replies as bytes. */
+  send(key: Buffer, readonly: boolean, args: Arg[]): Promise<unknown> {
+    if (this.cluster !== null) return this.cluster.sendCommand(key, readonly, args, BYTES_OPTIONS);
+    return this.client!.sendCommand(args, BYTES_OPTIONS);
+  }
+
+  /**
+   * One key per master among `keys` (the first seen): a WAIT sent with it reaches the master
+   * holding the others, after their writes on the same connection.
+   */
+  onePerMaster(keys: Buffer[]): Buffer[] {
+    if (this.cluster === null) return keys.length > 0 ? [keys[0]!] : [];
+    const seen = new Map<string, Buffer>();
+    for (const key of keys) {
+      const master = this.cluster.getSlotMaster(calculateSlot(key));
+      const id = master === undefined ? "" : master.address;
+      if (!seen.has(id)) seen.set(id, key);
+    }
+    return [...seen.values()];
+  }
+
+  /** Closes every connection (commands in flight are answered first). */
+  async close(): Promise<void> {
+    try {
+      if (this.cluster !== null) await this.cluster.close();
+      else if (this.client!.isOpen) await this.client!.close();
+    } catch {
+      // Closing a link that never connected.
+    }
+  }
+}

@@ -1,0 +1,466 @@
+/**
+ * Redis as the shared store (STORE=redis): the truth lives in Redis (standalone or Cluster,
+ * layout in layout.ts), each server keeps the typed-array cache in front of it as a near-cache.
+ *
+ * Reads: a near-cache hit answers synchronously, as the memory store does. A miss answers
+ * PENDING and joins the loads of this event-loop turn: one `HGETALL` + `PTTL` per entity, sent
+ * together once the turn ends (one pipeline per node), single-flight (a second miss of an entity
+ * being loaded waits for the same load), absence cached too, bounded (`maxPendingLoads`, then
+ * RESOURCE_EXHAUSTED). What landed stays readable until the next turn, so the requests that
+ * waited for it run again and find it, even if the near-cache could not keep it.
+ *
+ * Coherence: Redis tracks the keys each connection read and pushes an invalidation when one
+ * changes, whoever changed it (another server, `redis-cli`, a batch job), or when it expires.
+ * The pitfalls, handled:
+ * - an invalidation that arrives while a load of that key is in flight: the load's answer still
+ *   serves the requests waiting for it (it was true when Redis read it) but is not cached;
+ * - a tracking connection that drops loses its invalidations: the whole near-cache is flushed
+ *   (and again when the Cluster topology is refreshed, during which loads fill nothing);
+ * - everything cached expires after `maxStalenessMs` at most, even if an invalidation were lost.
+ *
+ * Writes are the request's change (a script for SetFeatures, HDEL or DEL), sent at once and
+ * acknowledged when Redis answers, or, with `waitReplicas` > 0, when `WAIT` confirms that many
+ * replicas have it (one WAIT per master per turn). The near-cache entry is dropped when the
+ * write is sent; the next read loads the result.
+ */
+import { type CacheOptions, ShardedLruCache } from "../../cache/index.ts";
+import { Code, FeatureStoreError } from "../../codec/status.ts";
+import { ProtoWriter } from "../../codec/wire.ts";
+import { LimitedLog, type Logger, silentLogger } from "../../log/index.ts";
+import { PENDING, type RemoteStore } from "../types.ts";
+import { entityKey, recordOf, SET_SCRIPT } from "./layout.ts";
+import { type InvalidationSink, RedisLink, type RedisLinkOptions } from "./link.ts";
+
+/** Cached for an entity known to be absent: a record never starts with a 0 byte. */
+const ABSENT = new Uint8Array([0]);
+/** The handle of a record served from a landed load rather than the near-cache. */
+const LANDED = 0x7fffffff;
+
+export interface RedisStoreOptions {
+  /** The near-cache. */
+  cache: CacheOptions;
+  /** REDIS_KEY_PREFIX. */
+  prefix: string;
+  /** NEAR_CACHE_MAX_STALENESS_MS: the longest anything stays in the near-cache. */
+  maxStalenessMs: number;
+  /** REDIS_COMMAND_TIMEOUT_MS: a load or a write not answered by then fails UNAVAILABLE. */
+  commandTimeoutMs: number;
+  /** REDIS_WAIT_REPLICAS: a write is acknowledged once this many replicas confirmed it. */
+  waitReplicas: number;
+  /** How long WAIT waits for them, ms (below commandTimeoutMs). */
+  waitTimeoutMs: number;
+  /** MAX_FEATURES_PER_ENTITY, enforced by the write script. */
+  maxFeaturesPerEntity: number;
+  /** Entity loads in flight at most; a miss past it fails RESOURCE_EXHAUSTED. */
+  maxPendingLoads: number;
+  logger?: Logger;
+}
+
+enum State {
+  Queued,
+  Sent,
+  Landed,
+}
+
+/** One entity being loaded (single-flight: every miss of it while in flight waits for this). */
+interface Load {
+  readonly id: string;
+  readonly key: Buffer;
+  state: State;
+  /** An invalidation or a write of this entity came while it was in flight: do not cache it. */
+  stale: boolean;
+  record: Uint8Array | null;
+  expiresAt: number;
+}
+
+/** The loads sent together at the end of one turn, and who waits for them. */
+interface Batch {
+  readonly loads: Load[];
+  readonly done: Promise<void>;
+  settle: (err?: FeatureStoreError) => void;
+}
+
+export class RedisStore implements RemoteStore, InvalidationSink {
+  readonly remote = true;
+  readonly cache: ShardedLruCache;
+  private link: RedisLink | null = null;
+  private readonly opts: RedisStoreOptions;
+  private readonly prefix: Buffer;
+  private readonly logger: Logger;
+  private readonly logInvalid: LimitedLog;
+  private readonly loads = new Map<string, Load>();
+  private queued: Batch | null = null;
+  private readonly inFlight = new Set<Batch>();
+  /** The loads counted against maxPendingLoads (queued or sent). */
+  private pendingLoads = 0;
+  /** The record behind handle LANDED. */
+  private landed: Uint8Array = ABSENT;
+  private landedExpiresAt = 0;
+  private paused = false;
+  private closed = false;
+  /** Keys written this turn, for WAIT; and their acknowledgements. */
+  private written: Buffer[] = [];
+  private waitFor: Promise<void> | null = null;
+  private scriptSha = "";
+  private readonly scratch = new ProtoWriter(4096);
+  /** Counters for metrics and tests. */
+  readonly stats = { loads: 0, invalidations: 0, flushes: 0, skippedFields: 0 };
+
+  constructor(opts: RedisStoreOptions) {
+    this.opts = opts;
+    this.cache = new ShardedLruCache(opts.cache);
+    this.prefix = Buffer.from(opts.prefix, "utf8");
+    this.logger = opts.logger ?? silentLogger;
+    this.logInvalid = new LimitedLog(this.logger, "warn", "Redis hash field is not a FeatureValue");
+  }
+
+  /** Connects to Redis (throws FeatureStoreError UNAVAILABLE) and loads the write script. */
+  static async open(
+    opts: RedisStoreOptions & Omit<RedisLinkOptions, "sink" | "logger">,
+  ): Promise<RedisStore> {
+    const store = new RedisStore(opts);
+    store.link = await RedisLink.connect({ ...opts, sink: store, logger: store.logger });
+    store.scriptSha = new Bun.CryptoHasher("sha1").update(SET_SCRIPT).digest("hex");
+    return store;
+  }
+
+  get ready(): boolean {
+    return !this.closed && this.link !== null && this.link.ready;
+  }
+
+  get writeFailure(): string | null {
+    if (this.link === null || this.link.ready) return null;
+    return `Redis is unreachable: ${this.link.lastError ?? "connecting"}`;
+  }
+
+  // ---- reads ------------------------------------------------------------------------------
+
+  find(key: Uint8Array, start: number, end: number): number {
+    const cache = this.cache;
+    const h = cache.find(key, start, end);
+    if (h >= 0) {
+      if (cache.valueLength(h) === 1 && cache.arenaOf(h)[cache.valueOffset(h)] === 0) return -1;
+      return h;
+    }
+    return this.miss(key, start, end);
+  }
+
+  private miss(key: Uint8Array, start: number, end: number): number {
+    const id = latin1(key, start, end);
+    const load = this.loads.get(id);
+    if (load !== undefined) {
+      if (load.state !== State.Landed) return PENDING;
+      if (load.record === null) return -1;
+      this.landed = load.record;
+      this.landedExpiresAt = load.expiresAt;
+      return LANDED;
+    }
+    if (this.closed) throw new FeatureStoreError(Code.Unavailable, "the server is shutting down");
+    if (this.pendingLoads >= this.opts.maxPendingLoads)
+      throw new FeatureStoreError(
+        Code.ResourceExhausted,
+        `${this.pendingLoads} entities are being loaded from Redis already (REDIS_MAX_PENDING_LOADS): retry later`,
+      );
+    const fresh: Load = {
+      id,
+      key: entityKey(this.prefix, key.subarray(start, end)),
+      state: State.Queued,
+      stale: false,
+      record: null,
+      expiresAt: 0,
+    };
+    this.loads.set(id, fresh);
+    this.pendingLoads++;
+    let batch = this.queued;
+    if (batch === null) {
+      batch = this.queued = newBatch();
+      setImmediate(() => this.send(batch!));
+    }
+    batch.loads.push(fresh);
+    return PENDING;
+  }
+
+  loaded(): Promise<void> {
+    const batches: Promise<void>[] = [];
+    if (this.queued !== null) batches.push(this.queued.done);
+    for (const b of this.inFlight) batches.push(b.done);
+    if (batches.length === 1) return batches[0]!;
+    return Promise.all(batches).then(() => {});
+  }
+
+  /** Sends one turn's loads: HGETALL and PTTL per entity, pipelined. */
+  private send(batch: Batch): void {
+    this.queued = null;
+    this.inFlight.add(batch);
+    const link = this.link!;
+    const replies: Promise<unknown>[] = new Array(batch.loads.length * 2);
+    for (let i = 0; i < batch.loads.length; i++) {
+      const load = batch.loads[i]!;
+      load.state = State.Sent;
+      replies[2 * i] = link.send(load.key, true, ["HGETALL", load.key]);
+      replies[2 * i + 1] = link.send(load.key, true, ["PTTL", load.key]);
+    }
+    this.stats.loads += batch.loads.length;
+    const timer = setTimeout(
+      () => this.land(batch, null, timeoutError("a read", this.opts.commandTimeoutMs)),
+      this.opts.commandTimeoutMs,
+    );
+    Promise.all(replies).then(
+      (r) => {
+        clearTimeout(timer);
+        this.land(batch, r, null);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        this.land(batch, null, redisError(err));
+      },
+    );
+  }
+
+  /** The replies of a batch (or its failure): fills the near-cache and wakes its waiters. */
+  private land(batch: Batch, replies: unknown[] | null, err: FeatureStoreError | null): void {
+    if (!this.inFlight.delete(batch)) return; // already failed by its timer
+    this.pendingLoads -= batch.loads.length;
+    const now = Date.now();
+    for (let i = 0; i < batch.loads.length; i++) {
+      const load = batch.loads[i]!;
+      if (this.loads.get(load.id) !== load) continue;
+      if (replies === null) {
+        this.loads.delete(load.id);
+        continue;
+      }
+      load.state = State.Landed;
+      const flat = replies[2 * i] as Uint8Array[];
+      const pttl = Number(replies[2 * i + 1]);
+      if (flat.length > 0) {
+        const { record, skipped } = recordOf(flat, this.scratch);
+        if (skipped > 0) {
+          this.stats.skippedFields += skipped;
+          this.logInvalid.log({ key: load.key.toString("utf8"), skipped });
+        }
+        load.record = record.length > 0 ? record : null;
+      }
+      load.expiresAt = pttl > 0 ? now + pttl : 0;
+      if (!load.stale && !this.paused) this.fill(load, pttl);
+    }
+    if (err !== null) batch.settle(err);
+    else batch.settle();
+    // The waiters run again in the microtasks that follow; then what landed is let go.
+    setImmediate(() => {
+      for (const load of batch.loads) if (this.loads.get(load.id) === load) this.loads.delete(load.id);
+    });
+  }
+
+  private fill(load: Load, pttl: number): void {
+    const maxAge = this.opts.maxStalenessMs;
+    const ttl = pttl > 0 ? Math.min(pttl, maxAge) : maxAge;
+    const id = Buffer.from(load.id, "latin1");
+    const value = load.record ?? ABSENT;
+    if (id.length + value.length > this.cache.maxEntryBytes) return; // served from Redis each time
+    this.cache.set(id, value, ttl);
+  }
+
+  arena(handle: number): Uint8Array {
+    return handle === LANDED ? this.landed : this.cache.arenaOf(handle);
+  }
+  offset(handle: number): number {
+    return handle === LANDED ? 0 : this.cache.valueOffset(handle);
+  }
+  length(handle: number): number {
+    return handle === LANDED ? this.landed.length : this.cache.valueLength(handle);
+  }
+  copyTo(handle: number, dst: Uint8Array, at: number): number {
+    if (handle !== LANDED) return this.cache.copyValue(handle, dst, at);
+    dst.set(this.landed, at);
+    return this.landed.length;
+  }
+  expiresAt(handle: number): number {
+    return handle === LANDED ? this.landedExpiresAt : this.cache.expiresAt(handle);
+  }
+  now(): number {
+    return Date.now();
+  }
+
+  // ---- invalidation -----------------------------------------------------------------------
+
+  invalidate(key: Uint8Array | string): void {
+    const bytes = typeof key === "string" ? Buffer.from(key, "utf8") : key;
+    const prefix = this.prefix;
+    if (bytes.length < prefix.length) return;
+    for (let i = 0; i < prefix.length; i++) if (bytes[i] !== prefix[i]) return;
+    this.stats.invalidations++;
+    this.forget(bytes, prefix.length, bytes.length);
+  }
+
+  /** Drops the entity from the near-cache; a load in flight is not cached, a landed one is let go. */
+  private forget(key: Uint8Array, start: number, end: number): void {
+    this.cache.delete(key, start, end);
+    const id = latin1(key, start, end);
+    const load = this.loads.get(id);
+    if (load === undefined) return;
+    if (load.state === State.Landed) this.loads.delete(id);
+    else load.stale = true;
+  }
+
+  flush(reason: string): void {
+    this.stats.flushes++;
+    if (this.cache.size > 0) this.logger.info("near-cache flushed", { reason });
+    this.cache.clear();
+    for (const [id, load] of this.loads) {
+      if (load.state === State.Landed) this.loads.delete(id);
+      else load.stale = true;
+    }
+  }
+
+  pause(paused: boolean): void {
+    this.paused = paused;
+  }
+
+  // ---- writes -----------------------------------------------------------------------------
+
+  setFeatures(id: Uint8Array, fields: Uint8Array[], replace: boolean, ttlMs: number): Promise<void> {
+    const key = this.beginWrite(id);
+    const args: (string | Buffer)[] = [
+      "EVALSHA",
+      this.scriptSha,
+      "1",
+      key,
+      replace ? "1" : "0",
+      String(ttlMs),
+      String(this.opts.maxFeaturesPerEntity),
+    ];
+    for (const f of fields) args.push(Buffer.from(f.buffer, f.byteOffset, f.length));
+    const link = this.link!;
+    const reply = link.send(key, false, args).catch((err: unknown) => {
+      if (!String((err as Error)?.message).startsWith("NOSCRIPT")) throw err;
+      args[0] = "EVAL";
+      args[1] = SET_SCRIPT;
+      return link.send(key, false, args);
+    });
+    return this.acknowledged(key, reply).then(() => {});
+  }
+
+  deleteFeatures(id: Uint8Array, names: Uint8Array[] | null): Promise<boolean> {
+    const key = this.beginWrite(id);
+    const args: (string | Buffer)[] = names === null ? ["DEL", key] : ["HDEL", key];
+    if (names !== null) for (const n of names) args.push(Buffer.from(n.buffer, n.byteOffset, n.length));
+    return this.acknowledged(key, this.link!.send(key, false, args)).then((n) => Number(n) > 0);
+  }
+
+  private beginWrite(id: Uint8Array): Buffer {
+    if (this.closed) throw new FeatureStoreError(Code.Unavailable, "the server is shutting down");
+    this.forget(id, 0, id.length);
+    return entityKey(this.prefix, id);
+  }
+
+  /**
+   * The write's reply, checked, within the command timeout; with waitReplicas, also the WAIT
+   * sent after the turn's writes to the key's master.
+   */
+  private acknowledged(key: Buffer, reply: Promise<unknown>): Promise<unknown> {
+    const { commandTimeoutMs, waitReplicas } = this.opts;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(timeoutError("a write", commandTimeoutMs)), commandTimeoutMs);
+    });
+    let ack: Promise<unknown> = reply.catch((err: unknown) => Promise.reject(redisError(err)));
+    if (waitReplicas > 0) {
+      this.written.push(key);
+      if (this.waitFor === null)
+        this.waitFor = new Promise((resolve, reject) => this.scheduleWait(resolve, reject));
+      const waited = this.waitFor;
+      ack = ack.then((r) => waited.then(() => r));
+    }
+    return Promise.race([ack, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  /** After the turn: one WAIT per master that took writes; every write of the turn waits for it. */
+  private scheduleWait(resolve: () => void, reject: (e: FeatureStoreError) => void): void {
+    setImmediate(() => {
+      const keys = this.written;
+      this.written = [];
+      this.waitFor = null;
+      const { waitReplicas, waitTimeoutMs } = this.opts;
+      const link = this.link!;
+      const waits = link
+        .onePerMaster(keys)
+        .map((k) => link.send(k, false, ["WAIT", String(waitReplicas), String(waitTimeoutMs)]));
+      Promise.all(waits).then(
+        (counts) => {
+          const short = counts.map(Number).find((c) => c < waitReplicas);
+          if (short === undefined) resolve();
+          else
+            reject(
+              new FeatureStoreError(
+                Code.Unavailable,
+                `the write reached ${short} of the ${waitReplicas} replicas REDIS_WAIT_REPLICAS asks for ` +
+                  `within ${waitTimeoutMs} ms; it is not acknowledged (it may still be applied)`,
+              ),
+            );
+        },
+        (err: unknown) => reject(redisError(err)),
+      );
+    });
+  }
+
+  sync(): null {
+    return null;
+  }
+
+  // ---- the local-store half of the interface: the service never calls these on a remote store
+
+  write(): void {
+    throw new FeatureStoreError(Code.Internal, "a remote store takes changes (setFeatures), not records");
+  }
+  remove(): boolean {
+    throw new FeatureStoreError(Code.Internal, "a remote store takes changes (deleteFeatures), not records");
+  }
+
+  /** Stops taking requests and closes the connections once what is in flight is answered. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    void this.closeAsync();
+  }
+
+  /** `close`, resolved once the connections are closed. */
+  async closeAsync(): Promise<void> {
+    this.closed = true;
+    await this.link?.close();
+  }
+}
+
+function newBatch(): Batch {
+  let settle!: (err?: FeatureStoreError) => void;
+  const done = new Promise<void>((resolve, reject) => {
+    settle = (err) => (err === undefined ? resolve() : reject(err));
+  });
+  // A batch whose waiters all failed earlier must not become an unhandled rejection.
+  done.catch(() => {});
+  return { loads: [], done, settle };
+}
+
+/** The id bytes key[start,end) as a string, one char per byte (a map key, not text). */
+function latin1(key: Uint8Array, start: number, end: number): string {
+  return Buffer.from(key.buffer, key.byteOffset + start, end - start).toString("latin1");
+}
+
+function timeoutError(what: string, ms: number): FeatureStoreError {
+  return new FeatureStoreError(
+    Code.Unavailable,
+    `Redis did not answer ${what} within ${ms} ms (REDIS_COMMAND_TIMEOUT_MS)`,
+  );
+}
+
+/** A Redis or connection error as the client sees it: the feature limit, or UNAVAILABLE. */
+function redisError(err: unknown): FeatureStoreError {
+  if (err instanceof FeatureStoreError) return err;
+  const message = String((err as Error)?.message ?? err);
+  const limit = /^LIMIT (\d+)/.exec(message);
+  if (limit !== null)
+    return new FeatureStoreError(
+      Code.ResourceExhausted,
+      `the entity would hold ${limit[1]} features; the limit is MAX_FEATURES_PER_ENTITY`,
+    );
+  return new FeatureStoreError(Code.Unavailable, `Redis: ${message}`, { cause: err });
+}

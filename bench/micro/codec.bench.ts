@@ -1,38 +1,183 @@
 /**
- * The client's typed decode of a typical answer (20 features: 6 ints, 6 doubles, 6 short
- * strings, a bool, a 32-float embedding), side by side with the same values read from a Redis
- * HGETALL reply (an object of strings) and decoded the way the e2e benchmark does. The server
- * never runs this code; users' services do, on every call.
+ * The client's decode of answers, side by side in one run (issue 15), on the same bytes:
  *
- * Run: bun bench/micro/codec.bench.ts
+ * - a GetFeatures answer of the benchmark's typical entity (20 features: 6 ints, 6 doubles,
+ *   6 short strings, a bool, a 32-float embedding), and a BatchGet answer of 100 of them;
+ * - ours typed (now), ours typed as it was before issue 15 (`codec.before.ts`, a frozen copy),
+ *   ours dense into a reused DenseBatch (every feature a column, the strings mapped to codes),
+ *   `@bufbuild/protobuf` and `protobufjs` decoding to message objects (what a user would write
+ *   without our client), and the same values read from a Redis HGETALL reply object.
+ *
+ * mitata's third line per row is the heap growth per iteration; the table printed after the run
+ * is the process memory grown by N decodes in a row with no GC forced between them (64 KiB
+ * pages: a resolution of 64 KiB / N per decode), the figure behind "no allocation per read".
+ *
+ * Run: bun bench/micro/codec.bench.ts   (pin it: taskset -c 1 bun bench/micro/codec.bench.ts)
  */
-import { bench, do_not_optimize, run, summary } from "mitata";
+
+import { memoryUsage } from "bun:jsc";
+import { fromBinary } from "@bufbuild/protobuf";
+import { bench, do_not_optimize, group, run, summary } from "mitata";
+import protobuf from "protobufjs";
+import { decodeDenseBatchGet, decodeDenseGet, FeatureVectorSpec } from "../../src/codec/dense.ts";
 import { writeFeatureMap } from "../../src/codec/features.ts";
-import { decodeGetFeaturesResponse } from "../../src/codec/messages.ts";
+import { decodeBatchGetResponse, decodeGetFeaturesResponse } from "../../src/codec/messages.ts";
 import { ProtoWriter } from "../../src/codec/wire.ts";
-import { decodeRedisHash, entityValues, ourFeatures, redisFields } from "../e2e/workload.ts";
+import {
+  BatchGetResponseSchema,
+  GetFeaturesResponseSchema,
+} from "../../test/gen/featurestore/v1/featurestore_pb.ts";
+import {
+  BOOL_FEATURE,
+  DOUBLE_FEATURES,
+  decodeRedisHash,
+  EMBEDDING_DIM,
+  EMBEDDING_FEATURE,
+  entityValues,
+  INT_FEATURES,
+  ourFeatures,
+  redisFields,
+  STRING_FEATURES,
+} from "../e2e/workload.ts";
+import { decodeBatchGetResponseBefore, decodeGetFeaturesResponseBefore } from "./codec.before.ts";
 
 const ANSWERS = 256;
-const answers: Uint8Array[] = [];
-const hashes: Record<string, string>[] = [];
-for (let i = 0; i < ANSWERS; i++) {
+const BATCH = 100;
+
+function getAnswer(i: number): Uint8Array {
   const w = new ProtoWriter(1024);
   w.stringField(1, `user:${i}`);
   writeFeatureMap(w, 2, ourFeatures(entityValues(i)));
   w.byte(0x18);
   w.byte(1);
-  answers.push(w.finish());
+  return w.finish();
+}
+
+const answers: Uint8Array[] = [];
+const hashes: Record<string, string>[] = [];
+for (let i = 0; i < ANSWERS; i++) {
+  answers.push(getAnswer(i));
   hashes.push(redisFields(entityValues(i)));
 }
-let k = 0;
+/** BatchGetResponse of 100 entities: results are length-delimited GetFeaturesResponses. */
+const batches: Uint8Array[] = [];
+for (let b = 0; b < 8; b++) {
+  const w = new ProtoWriter(1 << 17);
+  for (let j = 0; j < BATCH; j++) {
+    const a = answers[(b * BATCH + j) % ANSWERS]!;
+    w.bytesField(1, a);
+  }
+  w.byte(0x10);
+  w.varint(BATCH);
+  batches.push(w.finish());
+}
 
-summary(() => {
-  bench("ours: decode GetFeaturesResponse (typed)", () => {
-    do_not_optimize(decodeGetFeaturesResponse(answers[k++ & (ANSWERS - 1)]!));
+/** Every feature a column; the strings as category codes (mapped once per distinct value). */
+const codes = new Map<string, number>();
+const code = (s: string) => {
+  let c = codes.get(s);
+  if (c === undefined) {
+    c = codes.size;
+    codes.set(s, c);
+  }
+  return c;
+};
+const spec = new FeatureVectorSpec([
+  ...INT_FEATURES,
+  ...DOUBLE_FEATURES,
+  ...STRING_FEATURES.map((name) => ({ name, kind: "string" as const, map: code })),
+  BOOL_FEATURE,
+  { name: EMBEDDING_FEATURE, width: EMBEDDING_DIM },
+]);
+const one = spec.newBatch(1);
+const hundred = spec.newBatch(BATCH);
+
+const pbjs = protobuf.loadSync(`${import.meta.dir}/../../proto/featurestore/v1/featurestore.proto`);
+const PbGet = pbjs.lookupType("featurestore.v1.GetFeaturesResponse");
+const PbBatch = pbjs.lookupType("featurestore.v1.BatchGetResponse");
+
+type Decoder = { name: string; get: (i: number) => unknown; batch: ((i: number) => unknown) | null };
+const decoders: Decoder[] = [
+  {
+    name: "ours: typed (now)",
+    get: (i) => decodeGetFeaturesResponse(answers[i & (ANSWERS - 1)]!),
+    batch: (i) => decodeBatchGetResponse(batches[i & 7]!),
+  },
+  {
+    name: "ours: typed (before issue 15)",
+    get: (i) => decodeGetFeaturesResponseBefore(answers[i & (ANSWERS - 1)]!),
+    batch: (i) => decodeBatchGetResponseBefore(batches[i & 7]!),
+  },
+  {
+    name: "ours: dense, reused batch",
+    get: (i) => decodeDenseGet(spec, answers[i & (ANSWERS - 1)]!, one),
+    batch: (i) => decodeDenseBatchGet(spec, batches[i & 7]!, hundred),
+  },
+  {
+    name: "@bufbuild/protobuf fromBinary",
+    get: (i) => fromBinary(GetFeaturesResponseSchema, answers[i & (ANSWERS - 1)]!),
+    batch: (i) => fromBinary(BatchGetResponseSchema, batches[i & 7]!),
+  },
+  {
+    name: "protobufjs decode",
+    get: (i) => PbGet.decode(answers[i & (ANSWERS - 1)]!),
+    batch: (i) => PbBatch.decode(batches[i & 7]!),
+  },
+  {
+    name: "redis: HGETALL object -> typed",
+    get: (i) => decodeRedisHash(hashes[i & (ANSWERS - 1)]!),
+    batch: (i) => {
+      const out = new Array(BATCH);
+      for (let j = 0; j < BATCH; j++) out[j] = decodeRedisHash(hashes[(i * BATCH + j) & (ANSWERS - 1)]!);
+      return out;
+    },
+  },
+];
+
+let k = 0;
+group("GetFeatures answer, 20 features", () => {
+  summary(() => {
+    for (const d of decoders)
+      bench(d.name, () => {
+        do_not_optimize(d.get(k++));
+      });
   });
-  bench("redis: decode HGETALL object (typed)", () => {
-    do_not_optimize(decodeRedisHash(hashes[k++ & (ANSWERS - 1)]!));
+});
+group(`BatchGet answer, ${BATCH} entities x 20 features`, () => {
+  summary(() => {
+    for (const d of decoders) {
+      const b = d.batch;
+      if (b)
+        bench(d.name, () => {
+          do_not_optimize(b(k++));
+        });
+    }
   });
 });
 
+/** Process memory grown by `n` calls in a row (GC'd before, not forced during), per call. */
+function grownPerCall(fn: (i: number) => unknown, n: number): number {
+  for (let i = 0; i < 1000; i++) do_not_optimize(fn(i));
+  Bun.gc(true);
+  const m0 = memoryUsage().current;
+  for (let i = 0; i < n; i++) do_not_optimize(fn(i));
+  return (memoryUsage().current - m0) / n;
+}
+
 await run();
+
+const rows: string[] = [];
+for (const d of decoders) {
+  const g = grownPerCall(d.get, 2000);
+  const b = d.batch ? grownPerCall(d.batch, 40) : Number.NaN;
+  rows.push(`| ${d.name} | ${Math.round(g)} | ${Math.round(b)} |`);
+}
+console.log(
+  [
+    "",
+    "memory grown per decode (B), no GC forced during the run: GetFeatures x 2,000, BatchGet 100 x 40",
+    "| decoder | GetFeatures | BatchGet 100 |",
+    "|:--|--:|--:|",
+    ...rows,
+  ].join("\n"),
+);

@@ -5,10 +5,11 @@
  * embedded store (`callTyped`, in-process).
  */
 import {
+  buildFeatures,
   type Features,
   type FeaturesInput,
   internName,
-  readFeatureEntry,
+  readEntry,
   writeFeatureMap,
 } from "./features.ts";
 import { Method } from "./frame.ts";
@@ -110,36 +111,39 @@ const reader = new ProtoReader();
 
 /** Decodes a GetFeaturesResponse in buf[start,end). */
 export function decodeGetFeaturesResponse(buf: Uint8Array, start = 0, end = buf.length): GetFeaturesResult {
-  const r = new ProtoReader().reset(buf, start, end);
-  const result: GetFeaturesResult = {
-    entityId: "",
-    found: false,
-    features: Object.create(null) as Features,
-    missing: [],
-  };
-  while (!r.done()) {
+  return decodeResult(reader.reset(buf, start, end), buf);
+}
+
+/** The GetFeaturesResponse under `r` (whose range is the message). */
+function decodeResult(r: ProtoReader, buf: Uint8Array): GetFeaturesResult {
+  let entityId = "";
+  let found = false;
+  let n = 0;
+  const missing: string[] = [];
+  const end = r.end;
+  while (r.pos < end) {
     const tag = r.tag();
     switch (tag) {
       case (1 << 3) | WireType.Bytes:
         r.bytesRange();
-        result.entityId = utf8Slice(buf, r.fieldStart, r.fieldEnd);
+        entityId = utf8Slice(buf, r.fieldStart, r.fieldEnd);
         break;
       case (2 << 3) | WireType.Bytes:
         r.bytesRange();
-        readFeatureEntry(r, r.fieldStart, r.fieldEnd, result.features);
+        readEntry(r, r.fieldStart, r.fieldEnd, n++);
         break;
       case (3 << 3) | WireType.Varint:
-        result.found = r.varint() !== 0;
+        found = r.varint() !== 0;
         break;
       case (4 << 3) | WireType.Bytes:
         r.bytesRange();
-        result.missing.push(internName(buf, r.fieldStart, r.fieldEnd));
+        missing.push(internName(buf, r.fieldStart, r.fieldEnd));
         break;
       default:
         r.skip(tag & 7);
     }
   }
-  return result;
+  return { entityId, found, features: buildFeatures(n), missing };
 }
 
 export function decodeBatchGetResponse(buf: Uint8Array): BatchGetResult {
@@ -150,7 +154,7 @@ export function decodeBatchGetResponse(buf: Uint8Array): BatchGetResult {
     if (tag === ((1 << 3) | WireType.Bytes)) {
       r.bytesRange();
       const next = r.pos;
-      out.results.push(decodeGetFeaturesResponse(buf, r.fieldStart, r.fieldEnd));
+      out.results.push(decodeResult(r.reset(buf, r.fieldStart, r.fieldEnd), buf));
       r.reset(buf, next, buf.length);
     } else if (tag === ((2 << 3) | WireType.Varint)) out.hits = r.varint();
     else if (tag === ((3 << 3) | WireType.Varint)) out.misses = r.varint();

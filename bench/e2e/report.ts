@@ -144,6 +144,7 @@ const SYSTEM_LABEL: Record<SystemName, string> = {
   connect: "ours, Connect/HTTP",
   redis: "Redis 7",
   floor: "transport floor",
+  httpfloor: "HTTP floor (Bun.serve)",
   grpc: "ours, native gRPC, grpc-js client",
   stock: "stock grpc-js server, grpc-js client",
   "grpc-h2": "ours, native gRPC, bare node:http2 client",
@@ -151,7 +152,7 @@ const SYSTEM_LABEL: Record<SystemName, string> = {
 };
 
 export function label(system: SystemName, mode: Mode): string {
-  if (system === "floor") return SYSTEM_LABEL.floor;
+  if (system === "floor" || system === "httpfloor") return SYSTEM_LABEL[system];
   return `${SYSTEM_LABEL[system]} (${mode})`;
 }
 

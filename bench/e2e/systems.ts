@@ -15,6 +15,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { RedisClient } from "bun";
 import { FeatureStoreClient, TcpTransport } from "../../src/client/index.ts";
+import { decodeDenseBatchGet } from "../../src/codec/dense.ts";
 import type { FeaturesInput } from "../../src/codec/features.ts";
 import { Method } from "../../src/codec/frame.ts";
 import {
@@ -40,6 +41,7 @@ import {
   redisFields,
   redisWrite,
   stubWrite,
+  workloadSpec,
 } from "./workload.ts";
 
 export const OPS = ["get_all", "get_proj5", "batch10", "batch100", "set5", "mix95_5"] as const;
@@ -52,9 +54,22 @@ export const OP_LABELS: Record<OpName, string> = {
   set5: "SetFeatures (5)",
   mix95_5: "95/5 read/write",
 };
-/** Raw: answer bytes handed back undecoded (measures the server). Typed: decoded into values (what users get). */
-export type Mode = "raw" | "typed";
-export type SystemName = "tcp" | "connect" | "redis" | "floor" | "grpc" | "stock" | "grpc-h2" | "stock-h2";
+/**
+ * Raw: answer bytes handed back undecoded (measures the server). Typed: decoded into values (what
+ * users get). Dense: decoded into a Float32Array by a FeatureVectorSpec (what a model takes;
+ * GetFeatures and BatchGet only).
+ */
+export type Mode = "raw" | "typed" | "dense";
+export type SystemName =
+  | "tcp"
+  | "connect"
+  | "redis"
+  | "floor"
+  | "httpfloor"
+  | "grpc"
+  | "stock"
+  | "grpc-h2"
+  | "stock-h2";
 
 /** What the op functions share: the entity ids and the key stream of the cell. */
 export interface OpInput {
@@ -270,10 +285,38 @@ function floorDriver(client: FeatureStoreClient): Driver {
   };
 }
 
+/** Slots of a closed loop at most (K x D); each has its own dense output batch. */
+const MAX_SLOTS = 256;
+
+/**
+ * The dense ops: getDense of 1 or `size` ids, each slot writing into its own batch (reused call
+ * after call, as a server handling one request per slot would).
+ */
+function denseOps(
+  client: FeatureStoreClient,
+  op: OpName,
+  ids: readonly string[],
+  keys: Int32Array,
+): OpFn | null {
+  const size = op === "get_all" ? 1 : op === "batch10" ? 10 : op === "batch100" ? 100 : 0;
+  if (size === 0) return null;
+  const spec = workloadSpec();
+  const mask = keys.length - 1;
+  const outs = Array.from({ length: MAX_SLOTS }, () => spec.newBatch(size));
+  const scratch = Array.from({ length: MAX_SLOTS }, () => new Array<string>(size).fill(""));
+  return (seq, slot) => {
+    const list = scratch[slot]!;
+    const base = seq * size;
+    for (let j = 0; j < size; j++) list[j] = ids[keys[(base + j) & mask]!]!;
+    return client.getDense(list, spec, { out: outs[slot]! });
+  };
+}
+
 function tcpDriver(client: FeatureStoreClient): Driver {
   const w = new ProtoWriter(16 * 1024);
   return {
     op(op, mode, { ids, keys }) {
+      if (mode === "dense") return denseOps(client, op, ids, keys);
       const mask = keys.length - 1;
       const id = (seq: number) => ids[keys[seq & mask]!]!;
       const batch = (size: number): OpFn => {
@@ -326,11 +369,16 @@ function tcpDriver(client: FeatureStoreClient): Driver {
 }
 
 /** Our server over Connect (unary, binary protobuf) on HTTP/1.1, with Bun's fetch (keep-alive pool). */
-export function connectSystem(proc: Proc, httpPort: number): System {
+export function connectSystem(
+  proc: Proc,
+  httpPort: number,
+  name: "connect" | "httpfloor" = "connect",
+): System {
   const base = `http://127.0.0.1:${httpPort}/featurestore.v1.FeatureStoreService/`;
   const headers = { "content-type": "application/proto", "connect-protocol-version": "1" };
+  const spec = workloadSpec();
   return {
-    name: "connect",
+    name,
     proc,
     async open() {
       const w = new ProtoWriter(16 * 1024);
@@ -345,6 +393,21 @@ export function connectSystem(proc: Proc, httpPort: number): System {
         op(op, mode, { ids, keys }) {
           const mask = keys.length - 1;
           const id = (seq: number) => ids[keys[seq & mask]!]!;
+          // The Bun.serve floor answers every request alike: only its raw GetFeatures row means anything.
+          if (name === "httpfloor" && (op !== "get_all" || mode !== "raw")) return null;
+          if (mode === "dense") {
+            const size = op === "get_all" ? 1 : op === "batch10" ? 10 : op === "batch100" ? 100 : 0;
+            if (size === 0) return null;
+            // One batch per in-flight call would do; decoding happens at once on arrival, so one is enough.
+            const out = spec.newBatch(size);
+            return (seq) => {
+              w.reset();
+              const base = seq * size;
+              for (let j = 0; j < size; j++) w.stringField(1, ids[keys[(base + j) & mask]!]!);
+              w.raw(spec.requestSuffix);
+              return post("BatchGet", w.finish()).then((b) => decodeDenseBatchGet(spec, b, out, size));
+            };
+          }
           const typedGet = mode === "typed" ? decodeGetFeaturesResponse : undefined;
           const getAll: OpFn = (seq) => {
             w.reset();
@@ -379,6 +442,22 @@ export function connectSystem(proc: Proc, httpPort: number): System {
       };
     },
   };
+}
+
+/** Starts the Bun.serve floor (`http-floor-server.ts`) answering `bodyBytes` bytes, pinned to `cpus`. */
+export async function startHttpFloor(
+  bodyBytes: number,
+  cpus: string | undefined,
+): Promise<{ proc: Proc; port: number }> {
+  const port = freePort();
+  const proc = spawnProc({
+    name: "httpfloor",
+    cmd: [process.execPath, `${import.meta.dir}/http-floor-server.ts`],
+    env: { FLOOR_PORT: String(port), FLOOR_BODY_BYTES: String(bodyBytes) },
+    cpus,
+  });
+  await waitForPort(port, proc);
+  return { proc, port };
 }
 
 // ---- Redis ------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
  * 32 float32), generated deterministically from the entity index so every system holds the same
  * values, and random entity ids drawn uniformly or from Zipf(0.99).
  */
+import { FeatureVectorSpec } from "../../src/codec/dense.ts";
 import type { FeaturesInput } from "../../src/codec/features.ts";
 
 export const INT_FEATURES = [
@@ -309,4 +310,29 @@ export function keyStream(n: number, count: number, dist: Distribution, s = 0.99
 function gcd(a: number, b: number): number {
   while (b !== 0) [a, b] = [b, a % b];
   return a;
+}
+
+/**
+ * The dense read of the workload: all 20 features as one row of 51 floats (the ints, doubles
+ * and bool as numbers, the embedding as 32 floats, each string as a category code: its index
+ * in the value lists above, looked up once per distinct value). The spec is the whole record, so
+ * by default it fetches whole records (`fetch: "all"`): no projection work on the server.
+ */
+export function workloadSpec(fetch: "named" | "all" = "all"): FeatureVectorSpec {
+  const lists = [COUNTRIES, DEVICES, SEGMENTS, PLANS, CATEGORIES, LANGUAGES];
+  return new FeatureVectorSpec(
+    [
+      ...INT_FEATURES,
+      ...DOUBLE_FEATURES,
+      ...STRING_FEATURES.map((name, k) => ({
+        name,
+        kind: "string" as const,
+        map: (v: string) => lists[k]!.indexOf(v),
+        default: -1,
+      })),
+      BOOL_FEATURE,
+      { name: EMBEDDING_FEATURE, width: EMBEDDING_DIM },
+    ],
+    { fetch },
+  );
 }

@@ -385,3 +385,16 @@ describe("dense decode of answer bytes", () => {
     expect(out.found[2]).toBe(1);
   });
 });
+
+describe("fetch: what a dense read asks the server for", () => {
+  test('"all" reads the same cells as "named", skipping the features the spec does not name', () => {
+    const s = store();
+    s.setFeatures("e", { a: 1, other: "text", v: new Float32Array([2, 3]), more: [1, 2, 3] });
+    const cols = [{ name: "v", width: 2 }, "a", "absent"] as const;
+    const named = s.getDense(["e", "x"], new FeatureVectorSpec(cols));
+    const all = s.getDense(["e", "x"], new FeatureVectorSpec(cols, { fetch: "all" }));
+    expect(Array.from(all.values)).toEqual(Array.from(named.values));
+    expect(Array.from(all.status)).toEqual(Array.from(named.status));
+    expect(Array.from(all.values.subarray(0, 4))).toEqual([2, 3, 1, 0]);
+  });
+});

@@ -94,7 +94,8 @@ describe("dense decode equals the typed decode", () => {
         fc.array(fc.option(record, { freq: 4 }), { minLength: 1, maxLength: 6 }),
         fc.uniqueArray(column, { minLength: 1, maxLength: 6, selector: (c) => c.name }),
         fc.boolean(),
-        (records, cols, nonFinite) => {
+        fc.boolean(),
+        (records, cols, nonFinite, fetchAll) => {
           const store = EmbeddedFeatureStore.create({ maxEntries: 64, maxBytes: 1 << 20, shardCount: 1 });
           const ids = records.map((_, i) => `e${i}`);
           records.forEach((r, i) => {
@@ -109,10 +110,13 @@ describe("dense decode equals the typed decode", () => {
                   ? { name: c.name, kind: "bytes", map: bytesCode, default: c.dflt }
                   : { name: c.name, default: c.dflt },
           );
-          const spec = new FeatureVectorSpec(specCols, { nonFinite: nonFinite ? "default" : "keep" });
-          // One answer, decoded both ways.
+          const spec = new FeatureVectorSpec(specCols, {
+            nonFinite: nonFinite ? "default" : "keep",
+            fetch: fetchAll ? "all" : "named",
+          });
+          // One answer (whole records with fetch "all"), decoded both ways.
           const req = new ProtoWriter(256);
-          encodeBatchGetRequest(req, ids, spec.names);
+          encodeBatchGetRequest(req, ids, fetchAll ? undefined : spec.names);
           const res = new ProtoWriter(1024);
           store.service.handle(2, req.bytes, 0, req.pos, res);
           const bytes = res.finish();

@@ -375,6 +375,101 @@ const entryValues: (FeatureValue | undefined)[] = [];
 
 /** Reads one map entry in r.buf[start,end) as entry `i` of the answer being decoded. */
 export function readEntry(r: ProtoReader, start: number, end: number, i: number): void {
+  const buf = r.buf;
+  // The layout every encoder writes: 0a <len> name 12 <len> value, a name under 128 bytes and a
+  // value under 16 KiB. Read it without the general loop; anything else takes the loop below.
+  const kl = buf[start + 1]!;
+  if (buf[start] === 0x0a && kl < 0x80 && start + 4 + kl <= end) {
+    const k2 = start + 2 + kl;
+    let vl = buf[k2 + 1]!;
+    let vs = k2 + 2;
+    if (vl >= 0x80 && vs < end) {
+      const b2 = buf[vs]!;
+      vl = b2 < 0x80 ? (vl & 0x7f) | (b2 << 7) : -1;
+      vs++;
+    }
+    if (buf[k2] === 0x12 && vl >= 0 && vs + vl === end) {
+      const name = internName(buf, start + 2, k2);
+      const v = simpleValue(buf, vs, end);
+      entryNames[i] = name;
+      if (v !== undefined) entryValues[i] = v;
+      else {
+        const outerEnd = r.end;
+        try {
+          entryValues[i] = readFeatureValue(r, vs, end);
+        } catch (err) {
+          const e = FeatureStoreError.from(err);
+          throw new FeatureStoreError(e.code, `feature "${name}": ${e.message}`, { cause: err });
+        }
+        r.end = outerEnd;
+      }
+      r.pos = end;
+      return;
+    }
+  }
+  readEntrySlow(r, start, end, i);
+}
+
+/**
+ * A FeatureValue in buf[start, end) made of one int, double, short string, bool or one packed
+ * float list, read directly; undefined for anything else (the general reader then takes it).
+ */
+function simpleValue(buf: Uint8Array, start: number, end: number): FeatureValue | undefined {
+  const t = buf[start]!;
+  const n = end - start;
+  switch (t) {
+    case 0x08: {
+      // int_value: up to 7 varint bytes (< 2^49) is a safe integer without BigInt.
+      let x = 0;
+      let mul = 1;
+      for (let p = start + 1; p < end && p < start + 8; p++) {
+        const b = buf[p]!;
+        x += (b & 0x7f) * mul;
+        if (b < 0x80) return p + 1 === end ? x : undefined;
+        mul *= 128;
+      }
+      return undefined;
+    }
+    case 0x11:
+      if (n !== 9) return undefined;
+      for (let k = 0; k < 8; k++) f64Bytes[k] = buf[start + 1 + k]!;
+      return f64[0]!;
+    case 0x1a: {
+      const l = buf[start + 1]!;
+      return l < 0x80 && l + 2 === n ? internValue(buf, start + 2, end) : undefined;
+    }
+    case 0x20:
+      return n === 2 && buf[start + 1]! < 0x80 ? buf[start + 1] !== 0 : undefined;
+    case 0x32: {
+      // float_list: 32 <len> 0a <len> floats, lengths of one or two bytes.
+      let p = start + 1;
+      let l = buf[p++]!;
+      if (l >= 0x80) {
+        const b2 = buf[p++]!;
+        if (b2 >= 0x80) return undefined;
+        l = (l & 0x7f) | (b2 << 7);
+      }
+      if (p + l !== end) return undefined;
+      if (l === 0) return new Float32Array(0);
+      if (buf[p++] !== 0x0a) return undefined;
+      let fl = buf[p++]!;
+      if (fl >= 0x80) {
+        const b2 = buf[p++]!;
+        if (b2 >= 0x80) return undefined;
+        fl = (fl & 0x7f) | (b2 << 7);
+      }
+      if (p + fl !== end || (fl & 3) !== 0) return undefined;
+      return floatsFromSlab(buf, p, fl);
+    }
+    default:
+      return undefined;
+  }
+}
+
+const f64 = new Float64Array(1);
+const f64Bytes = new Uint8Array(f64.buffer);
+
+function readEntrySlow(r: ProtoReader, start: number, end: number, i: number): void {
   const outerEnd = r.end;
   r.end = end;
   r.pos = start;

@@ -838,6 +838,15 @@ class DenseDecoder {
       fs = start + 1;
       fe = end;
       this.p = end;
+    } else if (t0 === 0x08 || t0 === 0x20) {
+      let q = start + 1;
+      while (q < end && buf[q]! >= 0x80) q++;
+      if (q + 1 === end) {
+        field = t0 >>> 3;
+        fs = start + 1;
+        fe = end;
+        this.p = end;
+      }
     } else if (t0 === 0x1a || t0 === 0x2a || t0 === 0x32 || t0 === 0x3a) {
       let l = buf[start + 1]!;
       let d = start + 2;

@@ -8,6 +8,7 @@ import { HotMetrics } from "./metrics/hot.ts";
 import { createMetricsRegistry } from "./metrics/prometheus.ts";
 import { FeatureService } from "./service/service.ts";
 import { MemoryStore } from "./store/memory.ts";
+import { RedisStore } from "./store/redis/store.ts";
 import { StoreStartError } from "./store/sqlite/backend.ts";
 import { TieredStore } from "./store/tiered.ts";
 import type { DurableStore } from "./store/types.ts";
@@ -30,10 +31,11 @@ export interface RunningServer {
 }
 
 /**
- * Opens the configured store: the cache alone (memory), or the cache in front of the SQLite file
- * in DATA_DIR, warmed with the most recently written entities. Throws StoreStartError.
+ * Opens the configured store: the cache alone (memory), the cache in front of the SQLite file
+ * in DATA_DIR, warmed with the most recently written entities, or the cache as the near-cache
+ * of Redis (connected in the background). Throws StoreStartError.
  */
-export function openStore(config: Config, logger: Logger): MemoryStore | TieredStore {
+export function openStore(config: Config, logger: Logger): MemoryStore | TieredStore | RedisStore {
   const cache = {
     maxEntries: config.cacheSize,
     maxBytes: config.cacheMaxBytes,
@@ -41,6 +43,30 @@ export function openStore(config: Config, logger: Logger): MemoryStore | TieredS
     shardCount: config.shardCount,
   };
   if (config.store === "memory") return new MemoryStore(cache);
+  if (config.store === "redis") {
+    const cluster = config.redisClusterNodes.length > 0;
+    logger.info("connecting to Redis", {
+      cluster,
+      nodes: cluster ? config.redisClusterNodes : redactUrl(config.redisUrl),
+      keyPrefix: config.redisKeyPrefix,
+      waitReplicas: config.redisWaitReplicas,
+    });
+    return RedisStore.create({
+      cache,
+      url: config.redisUrl,
+      clusterNodes: config.redisClusterNodes,
+      readFromReplicas: config.redisReadFromReplicas,
+      connectTimeoutMs: config.redisConnectTimeoutMs,
+      prefix: config.redisKeyPrefix,
+      maxStalenessMs: config.nearCacheMaxStalenessMs,
+      commandTimeoutMs: config.redisCommandTimeoutMs,
+      waitReplicas: config.redisWaitReplicas,
+      waitTimeoutMs: config.redisWaitTimeoutMs,
+      maxFeaturesPerEntity: config.maxFeaturesPerEntity,
+      maxPendingLoads: config.redisMaxPendingLoads,
+      logger,
+    });
+  }
   const store = TieredStore.open({ dir: config.dataDir, durability: config.durability, cache, logger });
   logger.info("store opened", {
     path: store.backend.path,
@@ -134,6 +160,11 @@ export function startServer(config: Config, logger: Logger): RunningServer {
       return stopping;
     },
   };
+}
+
+/** The URL without its password, for the log. */
+function redactUrl(url: string): string {
+  return url.replace(/\/\/([^:@/]*):[^@/]*@/, "//$1:***@");
 }
 
 async function main(): Promise<void> {

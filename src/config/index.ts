@@ -9,14 +9,40 @@ import { shardGeometry } from "../cache/shard.ts";
 
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
-export const STORES = ["sqlite", "memory"] as const;
+export const STORES = ["sqlite", "memory", "redis"] as const;
 export type StoreKind = (typeof STORES)[number];
 export const DURABILITIES = ["sync", "async"] as const;
 export type Durability = (typeof DURABILITIES)[number];
 
 export interface Config {
-  /** Where records live: sqlite (durable, default) or memory (the cache is the store). STORE. */
+  /**
+   * Where records live: sqlite (durable, default), memory (the cache is the store) or redis
+   * (shared by several servers; the cache is a near-cache). STORE.
+   */
   store: StoreKind;
+  /** STORE=redis, standalone: `redis://[user:password@]host:port[/db]` or `rediss://`. REDIS_URL. */
+  redisUrl: string;
+  /** STORE=redis, Cluster: seed nodes `host:port`, comma-separated (wins over REDIS_URL). REDIS_CLUSTER_NODES. */
+  redisClusterNodes: string[];
+  /** Prefix of every entity's key in Redis. REDIS_KEY_PREFIX, default "fs:". */
+  redisKeyPrefix: string;
+  /** Cluster: read from replicas too (READONLY connections, tracked as well). REDIS_READ_FROM_REPLICAS, default false. */
+  redisReadFromReplicas: boolean;
+  /** Acknowledge a write once WAIT confirms this many replicas have it; 0 = once the master has it. REDIS_WAIT_REPLICAS, default 0. */
+  redisWaitReplicas: number;
+  /** How long WAIT waits for REDIS_WAIT_REPLICAS, ms; a write short of them fails UNAVAILABLE. REDIS_WAIT_TIMEOUT_MS, default 500. */
+  redisWaitTimeoutMs: number;
+  /** Connecting to a Redis node gives up after this long, ms (then retries). REDIS_CONNECT_TIMEOUT_MS, default 2,000. */
+  redisConnectTimeoutMs: number;
+  /** A read or write Redis has not answered by then fails UNAVAILABLE, ms. REDIS_COMMAND_TIMEOUT_MS, default 1,000. */
+  redisCommandTimeoutMs: number;
+  /** Entities loaded from Redis at once at most; a miss past it is RESOURCE_EXHAUSTED. REDIS_MAX_PENDING_LOADS, default 10,000. */
+  redisMaxPendingLoads: number;
+  /**
+   * The longest a server serves a near-cached value after it changed in Redis even if every
+   * invalidation were lost, ms. NEAR_CACHE_MAX_STALENESS_MS, default 60,000.
+   */
+  nearCacheMaxStalenessMs: number;
   /** Directory of the SQLite file, created if missing. DATA_DIR, default ./data. */
   dataDir: string;
   /**
@@ -95,6 +121,16 @@ export interface Config {
 
 export const DEFAULTS: Config = {
   store: "sqlite",
+  redisUrl: "",
+  redisClusterNodes: [],
+  redisKeyPrefix: "fs:",
+  redisReadFromReplicas: false,
+  redisWaitReplicas: 0,
+  redisWaitTimeoutMs: 500,
+  redisConnectTimeoutMs: 2_000,
+  redisCommandTimeoutMs: 1_000,
+  redisMaxPendingLoads: 10_000,
+  nearCacheMaxStalenessMs: 60_000,
   dataDir: "./data",
   durability: "sync",
   warmEntities: 100_000,
@@ -222,8 +258,11 @@ export function loadConfig(env: Env = process.env): Config {
     );
   }
   const host = env.HOST?.trim() || DEFAULTS.host;
+  const store = oneOf(env, "STORE", STORES, DEFAULTS.store);
+  const redis = redisConfig(env, store === "redis");
   return {
-    store: oneOf(env, "STORE", STORES, DEFAULTS.store),
+    store,
+    ...redis,
     dataDir: env.DATA_DIR?.trim() || DEFAULTS.dataDir,
     durability: oneOf(env, "DURABILITY", DURABILITIES, DEFAULTS.durability),
     warmEntities: int(env, "WARM_ENTITIES", DEFAULTS.warmEntities, 0, 1 << 30),
@@ -252,6 +291,54 @@ export function loadConfig(env: Env = process.env): Config {
     maxClientMemoryBytes,
     shutdownTimeoutMs: int(env, "SHUTDOWN_TIMEOUT_MS", DEFAULTS.shutdownTimeoutMs, 0, 600_000),
     metricsEnabled: bool(env, "METRICS_ENABLED", DEFAULTS.metricsEnabled),
+  };
+}
+
+/** The REDIS_* variables; with STORE=redis, REDIS_URL or REDIS_CLUSTER_NODES must be set. */
+function redisConfig(env: Env, required: boolean) {
+  const redisUrl = env.REDIS_URL?.trim() ?? "";
+  if (redisUrl !== "" && !/^rediss?:\/\//.test(redisUrl))
+    throw new ConfigError(
+      `REDIS_URL is invalid: expected redis://[user:password@]host:port[/db] or rediss://... (got a ${redisUrl.split(":")[0]}: URL)`,
+    );
+  const redisClusterNodes = (env.REDIS_CLUSTER_NODES ?? "")
+    .split(",")
+    .map((n) => n.trim())
+    .filter((n) => n !== "");
+  for (const n of redisClusterNodes)
+    if (!/^[^\s:/]+:\d{1,5}$/.test(n))
+      throw new ConfigError(`REDIS_CLUSTER_NODES is invalid: "${n}" is not host:port`);
+  if (required && redisUrl === "" && redisClusterNodes.length === 0)
+    throw new ConfigError("STORE=redis needs REDIS_URL (standalone) or REDIS_CLUSTER_NODES (Cluster)");
+  const redisCommandTimeoutMs = int(
+    env,
+    "REDIS_COMMAND_TIMEOUT_MS",
+    DEFAULTS.redisCommandTimeoutMs,
+    10,
+    600_000,
+  );
+  const redisWaitTimeoutMs = int(env, "REDIS_WAIT_TIMEOUT_MS", DEFAULTS.redisWaitTimeoutMs, 1, 600_000);
+  if (redisWaitTimeoutMs >= redisCommandTimeoutMs)
+    throw new ConfigError(
+      `REDIS_WAIT_TIMEOUT_MS=${redisWaitTimeoutMs} is invalid: it must be below REDIS_COMMAND_TIMEOUT_MS (${redisCommandTimeoutMs})`,
+    );
+  return {
+    redisUrl,
+    redisClusterNodes,
+    redisKeyPrefix: env.REDIS_KEY_PREFIX ?? DEFAULTS.redisKeyPrefix,
+    redisReadFromReplicas: bool(env, "REDIS_READ_FROM_REPLICAS", DEFAULTS.redisReadFromReplicas),
+    redisWaitReplicas: int(env, "REDIS_WAIT_REPLICAS", DEFAULTS.redisWaitReplicas, 0, 64),
+    redisWaitTimeoutMs,
+    redisConnectTimeoutMs: int(env, "REDIS_CONNECT_TIMEOUT_MS", DEFAULTS.redisConnectTimeoutMs, 10, 600_000),
+    redisCommandTimeoutMs,
+    redisMaxPendingLoads: int(env, "REDIS_MAX_PENDING_LOADS", DEFAULTS.redisMaxPendingLoads, 1, 10_000_000),
+    nearCacheMaxStalenessMs: int(
+      env,
+      "NEAR_CACHE_MAX_STALENESS_MS",
+      DEFAULTS.nearCacheMaxStalenessMs,
+      1,
+      86_400_000,
+    ),
   };
 }
 

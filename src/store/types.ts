@@ -50,8 +50,8 @@ export interface DurableStore extends RecordStore {
   sync(): Promise<void> | null;
   /** Why writes are failing now, for the readiness probe; null while they succeed. */
   readonly writeFailure: string | null;
-  /** Makes pending writes durable and releases the store's resources. */
-  close(): void;
+  /** Makes pending writes durable and releases the store's resources (a remote store: once closed). */
+  close(): void | Promise<void>;
 }
 
 /**

@@ -23,7 +23,6 @@ import {
 } from "@redis/client";
 import { PooledClientSideCacheProvider } from "@redis/client/dist/lib/client/cache.js";
 import calculateSlot from "@redis/client/dist/lib/utils/calculate-slot.js";
-import { Code, FeatureStoreError } from "../../codec/status.ts";
 import type { Logger } from "../../log/index.ts";
 
 /** Where invalidations go: a key (as Redis sent it), or null for "everything". */
@@ -57,45 +56,63 @@ const BYTES_OPTIONS = { typeMapping: BYTES };
 
 type Arg = string | Buffer;
 
-/** Relays node-redis' client-side-cache events to our near-cache; caches nothing itself. */
+/**
+ * Relays node-redis' client-side-cache events to our near-cache; caches nothing itself. The
+ * sink is a private field: node-redis copies its options deeply, and a copy of the whole store
+ * behind an enumerable field cost 9.5 s at start.
+ */
 class Tracking extends PooledClientSideCacheProvider {
-  constructor(private readonly sink: InvalidationSink) {
+  readonly #sink: InvalidationSink;
+  constructor(sink: InvalidationSink) {
     super({ maxEntries: 1 });
+    this.#sink = sink;
   }
   override trackingOn(): string[] {
     return ["CLIENT", "TRACKING", "ON"];
   }
   override invalidate(key: Uint8Array | string | null): void {
-    if (key === null) this.sink.flush("Redis flushed the tracking table");
-    else this.sink.invalidate(key);
+    if (key === null) this.#sink.flush("Redis flushed the tracking table");
+    else this.#sink.invalidate(key);
   }
   override clear(): void {
-    this.sink.flush("the Redis topology is being refreshed");
+    this.#sink.flush("the Redis topology is being refreshed");
   }
   override onError(): void {
-    this.sink.flush("a Redis connection failed");
+    this.#sink.flush("a Redis connection failed");
   }
   override onClose(): void {
-    this.sink.flush("a Redis connection closed");
+    this.#sink.flush("a Redis connection closed");
   }
   override disable(): void {
-    this.sink.pause(true);
+    this.#sink.pause(true);
   }
   override enable(): void {
-    this.sink.pause(false);
+    this.#sink.pause(false);
   }
 }
 
-/** One standalone server or one Cluster, with key routing and tracking on every connection. */
+/** How often every master is pinged for the readiness probe, ms. */
+const PROBE_EVERY_MS = 1000;
+
+/**
+ * One standalone server or one Cluster, with key routing and tracking on every connection.
+ * Created unconnected: `start()` connects in the background and keeps trying until it can (the
+ * server starts and stays up while Redis is down, not ready).
+ */
 export class RedisLink {
   private readonly client: RedisClientType | null;
   private readonly cluster: RedisClusterType | null;
   private readonly logger: Logger;
+  private readonly timeoutMs: number;
+  private connected = false;
+  private closing = false;
+  private probeTimer: ReturnType<typeof setInterval> | null = null;
   /** Why the link is down, for the readiness probe; null while it is up. */
-  lastError: string | null = null;
+  lastError: string | null = "connecting";
 
-  private constructor(opts: RedisLinkOptions) {
+  constructor(opts: RedisLinkOptions) {
     this.logger = opts.logger;
+    this.timeoutMs = opts.connectTimeoutMs;
     const tracking = new Tracking(opts.sink);
     const socket = {
       connectTimeout: opts.connectTimeoutMs,
@@ -104,6 +121,7 @@ export class RedisLink {
     };
     // Calls fail at once while a connection is down (UNAVAILABLE), instead of queueing.
     const common = { RESP: 3 as const, disableOfflineQueue: true, clientSideCache: tracking };
+    const onError = (err: Error) => this.failed(err.message);
     if (opts.clusterNodes !== undefined && opts.clusterNodes.length > 0) {
       this.client = null;
       this.cluster = createCluster({
@@ -112,43 +130,72 @@ export class RedisLink {
         defaults: { socket, disableOfflineQueue: true },
         useReplicas: opts.readFromReplicas,
       }) as unknown as RedisClusterType;
-      this.cluster.on("error", (err: Error) => this.down(err));
+      this.cluster.on("error", onError);
+      this.cluster.on("node-error", onError);
     } else {
       this.cluster = null;
       this.client = createClient({ ...common, url: opts.url, socket }) as unknown as RedisClientType;
-      this.client.on("error", (err: Error) => this.down(err));
-      this.client.on("ready", () => this.up());
+      this.client.on("error", onError);
     }
   }
 
-  /** Connects (throws FeatureStoreError UNAVAILABLE naming the cause if Redis cannot be reached). */
-  static async connect(opts: RedisLinkOptions): Promise<RedisLink> {
-    const link = new RedisLink(opts);
+  /** Connects in the background, retrying until it succeeds; then probes every second. */
+  start(): void {
+    void this.connectLoop();
+  }
+
+  /** Resolves once connected (tests, benchmarks); rejects after `ms`. */
+  async whenConnected(ms: number): Promise<void> {
+    const until = performance.now() + ms;
+    while (!this.ready) {
+      if (performance.now() > until) throw new Error(`Redis not ready after ${ms} ms: ${this.lastError}`);
+      await Bun.sleep(10);
+    }
+  }
+
+  private async connectLoop(): Promise<void> {
+    for (let attempt = 0; !this.closing; attempt++) {
+      try {
+        if (this.cluster !== null) await this.cluster.connect();
+        else await this.client!.connect();
+        this.connected = true;
+        break;
+      } catch (err) {
+        this.failed((err as Error).message);
+        await Bun.sleep(Math.min(100 * 2 ** attempt, 1000));
+      }
+    }
+    if (this.closing) return;
+    await this.probe();
+    this.probeTimer = setInterval(() => void this.probe(), PROBE_EVERY_MS);
+    this.probeTimer.unref();
+  }
+
+  /** PINGs every master (the standalone server): the link is ready when all answer in time. */
+  private async probe(): Promise<void> {
     try {
-      if (link.cluster !== null) await link.cluster.connect();
-      else await link.client!.connect();
+      const clients =
+        this.cluster !== null
+          ? await Promise.all(this.cluster.masters.map((m) => this.cluster!.nodeClient(m)))
+          : [this.client!];
+      await withTimeout(Promise.all(clients.map((c) => c.sendCommand(["PING"]))), this.timeoutMs, "a PING");
+      if (this.lastError !== null) this.logger.info("Redis ready", { was: this.lastError });
+      this.lastError = null;
     } catch (err) {
-      await link.close();
-      throw new FeatureStoreError(Code.Unavailable, `cannot connect to Redis: ${(err as Error).message}`);
+      this.failed((err as Error).message);
     }
-    link.lastError = null;
-    return link;
   }
 
-  private down(err: Error): void {
-    if (this.lastError === null) this.logger.warn("Redis connection failed", { err: err.message });
-    this.lastError = err.message;
+  private failed(message: string): void {
+    if (this.closing) return;
+    if (this.lastError === null) this.logger.warn("Redis unavailable", { err: message });
+    this.lastError = message;
   }
 
-  private up(): void {
-    if (this.lastError !== null) this.logger.info("Redis connection ready again");
-    this.lastError = null;
-  }
-
-  /** True while every connection the link needs is up. */
+  /** True while every master answers (and, standalone, the connection is up). */
   get ready(): boolean {
-    if (this.cluster !== null) return this.cluster.isReady && this.lastError === null;
-    return this.client!.isReady;
+    if (!this.connected || this.lastError !== null) return false;
+    return this.cluster !== null ? this.cluster.isReady : this.client!.isReady;
   }
 
   /** Sends one command about `key` (routed by its slot in Cluster); replies as bytes. */
@@ -174,11 +221,24 @@ export class RedisLink {
 
   /** Closes every connection (commands in flight are answered first). */
   async close(): Promise<void> {
+    this.closing = true;
+    if (this.probeTimer !== null) clearInterval(this.probeTimer);
     try {
-      if (this.cluster !== null) await this.cluster.close();
-      else if (this.client!.isOpen) await this.client!.close();
+      if (this.cluster !== null) {
+        if (this.connected) await this.cluster.close();
+        else this.cluster.destroy();
+      } else if (this.client!.isOpen) await this.client!.close();
     } catch {
       // Closing a link that never connected.
     }
   }
+}
+
+/** `p`, or a rejection after `ms` naming `what`. */
+export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Redis did not answer ${what} within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }

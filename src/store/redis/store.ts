@@ -6,8 +6,8 @@
  * PENDING and joins the loads of this event-loop turn: one `HGETALL` + `PTTL` per entity, sent
  * together once the turn ends (one pipeline per node), single-flight (a second miss of an entity
  * being loaded waits for the same load), absence cached too, bounded (`maxPendingLoads`, then
- * RESOURCE_EXHAUSTED). What landed stays readable until the next turn, so the requests that
- * waited for it run again and find it, even if the near-cache could not keep it.
+ * RESOURCE_EXHAUSTED). What landed stays readable for a while (see `sweep`), so the requests
+ * that waited for it run again and find it, even if the near-cache could not keep it.
  *
  * Coherence: Redis tracks the keys each connection read and pushes an invalidation when one
  * changes, whoever changed it (another server, `redis-cli`, a batch job), or when it expires.
@@ -35,6 +35,8 @@ import { type InvalidationSink, RedisLink, type RedisLinkOptions } from "./link.
 const ABSENT = new Uint8Array([0]);
 /** The handle of a record served from a landed load rather than the near-cache. */
 const LANDED = 0x7fffffff;
+/** How often landed loads are let go when no load lands, ms. */
+const LANDED_SWEEP_MS = 1000;
 
 export interface RedisStoreOptions {
   /** The near-cache. */
@@ -71,6 +73,8 @@ interface Load {
   stale: boolean;
   record: Uint8Array | null;
   expiresAt: number;
+  /** performance.now() when it landed. */
+  landedAt: number;
 }
 
 /** The loads sent together at the end of one turn, and who waits for them. */
@@ -84,6 +88,7 @@ export class RedisStore implements RemoteStore, InvalidationSink {
   readonly remote = true;
   readonly cache: ShardedLruCache;
   private link: RedisLink | null = null;
+  private readonly scriptSha = new Bun.CryptoHasher("sha1").update(SET_SCRIPT).digest("hex");
   private readonly opts: RedisStoreOptions;
   private readonly prefix: Buffer;
   private readonly logger: Logger;
@@ -93,6 +98,10 @@ export class RedisStore implements RemoteStore, InvalidationSink {
   private readonly inFlight = new Set<Batch>();
   /** The loads counted against maxPendingLoads (queued or sent). */
   private pendingLoads = 0;
+  /** Landed loads in landing order (some may be gone from `loads` already), for the sweep. */
+  private landedQueue: Load[] = [];
+  private landedHead = 0;
+  private readonly sweepTimer: ReturnType<typeof setInterval>;
   /** The record behind handle LANDED. */
   private landed: Uint8Array = ABSENT;
   private landedExpiresAt = 0;
@@ -101,7 +110,6 @@ export class RedisStore implements RemoteStore, InvalidationSink {
   /** Keys written this turn, for WAIT; and their acknowledgements. */
   private written: Buffer[] = [];
   private waitFor: Promise<void> | null = null;
-  private scriptSha = "";
   private readonly scratch = new ProtoWriter(4096);
   /** Counters for metrics and tests. */
   readonly stats = { loads: 0, invalidations: 0, flushes: 0, skippedFields: 0 };
@@ -112,16 +120,24 @@ export class RedisStore implements RemoteStore, InvalidationSink {
     this.prefix = Buffer.from(opts.prefix, "utf8");
     this.logger = opts.logger ?? silentLogger;
     this.logInvalid = new LimitedLog(this.logger, "warn", "Redis hash field is not a FeatureValue");
+    this.sweepTimer = setInterval(() => this.sweep(), LANDED_SWEEP_MS);
+    this.sweepTimer.unref();
   }
 
-  /** Connects to Redis (throws FeatureStoreError UNAVAILABLE) and loads the write script. */
-  static async open(
-    opts: RedisStoreOptions & Omit<RedisLinkOptions, "sink" | "logger">,
-  ): Promise<RedisStore> {
+  /**
+   * A store over the Redis of `opts`, connecting in the background (not ready until it is;
+   * calls fail UNAVAILABLE meanwhile). `link.whenConnected(ms)` waits for it.
+   */
+  static create(opts: RedisStoreOptions & Omit<RedisLinkOptions, "sink" | "logger">): RedisStore {
     const store = new RedisStore(opts);
-    store.link = await RedisLink.connect({ ...opts, sink: store, logger: store.logger });
-    store.scriptSha = new Bun.CryptoHasher("sha1").update(SET_SCRIPT).digest("hex");
+    store.link = new RedisLink({ ...opts, sink: store, logger: store.logger });
+    store.link.start();
     return store;
+  }
+
+  /** The connections (for waiting until they are up). */
+  get connection(): RedisLink {
+    return this.link!;
   }
 
   get ready(): boolean {
@@ -168,6 +184,7 @@ export class RedisStore implements RemoteStore, InvalidationSink {
       stale: false,
       record: null,
       expiresAt: 0,
+      landedAt: 0,
     };
     this.loads.set(id, fresh);
     this.pendingLoads++;
@@ -230,6 +247,8 @@ export class RedisStore implements RemoteStore, InvalidationSink {
         continue;
       }
       load.state = State.Landed;
+      load.landedAt = performance.now();
+      this.landedQueue.push(load);
       const flat = replies[2 * i] as Uint8Array[];
       const pttl = Number(replies[2 * i + 1]);
       if (flat.length > 0) {
@@ -245,10 +264,32 @@ export class RedisStore implements RemoteStore, InvalidationSink {
     }
     if (err !== null) batch.settle(err);
     else batch.settle();
-    // The waiters run again in the microtasks that follow; then what landed is let go.
-    setImmediate(() => {
-      for (const load of batch.loads) if (this.loads.get(load.id) === load) this.loads.delete(load.id);
-    });
+    this.sweep();
+  }
+
+  /**
+   * Lets go of landed loads once no waiting request can need them any more: a request runs
+   * again when the last load it waits for lands, and every load lands or fails within the
+   * command timeout, so a landed load is kept twice that long (a request that read it, then
+   * met another miss, finds it on its next run even if the near-cache could not keep it). At
+   * most REDIS_MAX_PENDING_LOADS are kept; the oldest go first.
+   */
+  private sweep(): void {
+    const queue = this.landedQueue;
+    const keepUntil = performance.now() - 2 * this.opts.commandTimeoutMs;
+    let head = this.landedHead;
+    while (head < queue.length) {
+      const load = queue[head]!;
+      const live = this.loads.get(load.id) === load;
+      if (live && load.landedAt > keepUntil && queue.length - head <= this.opts.maxPendingLoads) break;
+      if (live) this.loads.delete(load.id);
+      head++;
+    }
+    if (head > 1024 && head * 2 > queue.length) {
+      this.landedQueue = queue.slice(head);
+      head = 0;
+    }
+    this.landedHead = head;
   }
 
   private fill(load: Load, pttl: number): void {
@@ -416,16 +457,10 @@ export class RedisStore implements RemoteStore, InvalidationSink {
     throw new FeatureStoreError(Code.Internal, "a remote store takes changes (deleteFeatures), not records");
   }
 
-  /** Stops taking requests and closes the connections once what is in flight is answered. */
-  close(): void {
-    if (this.closed) return;
+  /** Stops taking requests; resolves once the connections are closed (what is in flight is answered first). */
+  async close(): Promise<void> {
     this.closed = true;
-    void this.closeAsync();
-  }
-
-  /** `close`, resolved once the connections are closed. */
-  async closeAsync(): Promise<void> {
-    this.closed = true;
+    clearInterval(this.sweepTimer);
     await this.link?.close();
   }
 }

@@ -60,6 +60,7 @@ export type {
   SetOptions,
 } from "../codec/messages.ts";
 export { CODE_NAMES, Code, FeatureStoreError } from "../codec/status.ts";
+export { decodeFeatureValue, encodeFeatureValue } from "../codec/value.ts";
 export { InMemoryTransport, type RequestHandler } from "./memory.ts";
 export {
   type ClientOptions,

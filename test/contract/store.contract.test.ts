@@ -14,23 +14,17 @@ import { join } from "node:path";
 import type { CacheOptions } from "../../src/cache/index.ts";
 import type { FeaturesInput } from "../../src/codec/features.ts";
 import { Method } from "../../src/codec/frame.ts";
-import {
-  BATCH_GET,
-  BATCH_SET,
-  type BatchGetResult,
-  callTypedAsync,
-  DELETE_FEATURES,
-  GET_FEATURES,
-  type GetFeaturesResult,
-  SET_FEATURES,
-  type SetFeaturesItem,
-  type SetOptions,
+import type {
+  BatchGetResult,
+  GetFeaturesResult,
+  SetFeaturesItem,
+  SetOptions,
 } from "../../src/codec/messages.ts";
 import { Code, FeatureStoreError } from "../../src/codec/status.ts";
 import { ProtoWriter } from "../../src/codec/wire.ts";
 import { EmbeddedFeatureStore } from "../../src/service/embedded.ts";
-import { FeatureService, settleDeferred } from "../../src/service/service.ts";
-import { RedisStore } from "../../src/store/redis/store.ts";
+import type { FeatureService } from "../../src/service/service.ts";
+import { openRedisApi } from "../redis/api.ts";
 import { type RedisCluster, type RedisNode, startCluster, startRedis } from "../redis/harness.ts";
 
 /** The five methods, answered now (local stores) or later (Redis). */
@@ -62,41 +56,6 @@ const cache = (maxEntries: number, clock?: { t: number }): CacheOptions => ({
   now: clock === undefined ? undefined : () => clock.t,
 });
 
-/** The service over a RedisStore in-process, waiting for deferred answers. */
-class RedisApi implements Api {
-  readonly service: FeatureService;
-  private readonly req = new ProtoWriter(4096);
-  private readonly caller = {
-    call: (method: number, body: Uint8Array): Promise<Uint8Array> => {
-      const out = new ProtoWriter(4096);
-      const d = this.service.handle(method, body, 0, body.length, out);
-      if (d === undefined) return Promise.resolve(out.view());
-      return settleDeferred(d, out, 0, () => out.view());
-    },
-  };
-  constructor(readonly store: RedisStore) {
-    this.service = new FeatureService(store);
-  }
-  getFeatures(id: string, names?: readonly string[]) {
-    return callTypedAsync(GET_FEATURES, this.req, this.caller, id, names, undefined, 0);
-  }
-  batchGet(ids: readonly string[], names?: readonly string[]) {
-    return callTypedAsync(BATCH_GET, this.req, this.caller, ids, names, undefined, 0);
-  }
-  setFeatures(id: string, features: FeaturesInput, options?: SetOptions) {
-    return callTypedAsync(SET_FEATURES, this.req, this.caller, id, features, options, 0);
-  }
-  batchSet(items: readonly SetFeaturesItem[]) {
-    return callTypedAsync(BATCH_SET, this.req, this.caller, items, undefined, undefined, 0);
-  }
-  deleteFeatures(id: string, names?: readonly string[]) {
-    return callTypedAsync(DELETE_FEATURES, this.req, this.caller, id, names, undefined, 0);
-  }
-  close() {
-    return this.store.close();
-  }
-}
-
 /** A backend over Redis: each test's store gets its own key prefix (its dir's name). */
 function redisBackend(
   name: string,
@@ -112,22 +71,10 @@ function redisBackend(
       target = await start();
     },
     async open(dir) {
-      const store = RedisStore.create({
-        cache: cache(entries),
-        url: target.url,
-        clusterNodes: target.nodes,
-        readFromReplicas: false,
-        connectTimeoutMs: 2000,
-        prefix: `${dir.slice(-8)}:`,
-        maxStalenessMs: 60_000,
-        commandTimeoutMs: 5000,
-        waitReplicas: 0,
-        waitTimeoutMs: 100,
-        maxFeaturesPerEntity: 10_000,
-        maxPendingLoads: 10_000,
-      });
-      await store.connection.whenConnected(10_000);
-      return new RedisApi(store);
+      return openRedisApi(
+        { url: target.url, clusterNodes: target.nodes },
+        { entries, prefix: `${dir.slice(-8)}:` },
+      );
     },
   };
   return backend;

@@ -57,7 +57,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await client.close();
   await tcp.server.drain(1000);
-  http.server.stop(true);
+  await http.server.stop();
 });
 
 describe("dense read over TCP", () => {

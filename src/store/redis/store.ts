@@ -166,10 +166,13 @@ export class RedisStore implements RemoteStore, InvalidationSink {
     const load = this.loads.get(id);
     if (load !== undefined) {
       if (load.state !== State.Landed) return PENDING;
-      if (load.record === null) return -1;
-      this.landed = load.record;
-      this.landedExpiresAt = load.expiresAt;
-      return LANDED;
+      if (this.isFresh(load)) {
+        if (load.record === null) return -1;
+        this.landed = load.record;
+        this.landedExpiresAt = load.expiresAt;
+        return LANDED;
+      }
+      this.loads.delete(id);
     }
     if (this.closed) throw new FeatureStoreError(Code.Unavailable, "the server is shutting down");
     if (this.pendingLoads >= this.opts.maxPendingLoads)
@@ -267,16 +270,22 @@ export class RedisStore implements RemoteStore, InvalidationSink {
     this.sweep();
   }
 
+  /** A landed load may still be served: within the staleness bound and its TTL. */
+  private isFresh(load: Load): boolean {
+    if (performance.now() - load.landedAt > this.opts.maxStalenessMs) return false;
+    return load.expiresAt === 0 || load.expiresAt > Date.now();
+  }
+
   /**
    * Lets go of landed loads once no waiting request can need them any more: a request runs
    * again when the last load it waits for lands, and every load lands or fails within the
    * command timeout, so a landed load is kept twice that long (a request that read it, then
-   * met another miss, finds it on its next run even if the near-cache could not keep it). At
-   * most REDIS_MAX_PENDING_LOADS are kept; the oldest go first.
+   * met another miss, finds it on its next run even if the near-cache could not keep it), and
+   * never past the staleness bound. At most REDIS_MAX_PENDING_LOADS are kept; the oldest go first.
    */
   private sweep(): void {
     const queue = this.landedQueue;
-    const keepUntil = performance.now() - 2 * this.opts.commandTimeoutMs;
+    const keepUntil = performance.now() - Math.min(2 * this.opts.commandTimeoutMs, this.opts.maxStalenessMs);
     let head = this.landedHead;
     while (head < queue.length) {
       const load = queue[head]!;

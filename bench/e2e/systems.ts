@@ -15,7 +15,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { RedisClient } from "bun";
 import { FeatureStoreClient, TcpTransport } from "../../src/client/index.ts";
-import { decodeDenseBatchGet } from "../../src/codec/dense.ts";
+import { decodeDenseBatchGet, decodeDenseGet } from "../../src/codec/dense.ts";
 import type { FeaturesInput } from "../../src/codec/features.ts";
 import { Method } from "../../src/codec/frame.ts";
 import {
@@ -405,7 +405,10 @@ export function connectSystem(
               const base = seq * size;
               for (let j = 0; j < size; j++) w.stringField(1, ids[keys[(base + j) & mask]!]!);
               w.raw(spec.requestSuffix);
-              return post("BatchGet", w.finish()).then((b) => decodeDenseBatchGet(spec, b, out, size));
+              // One id: a GetFeatures (the same request bytes), as the TCP client does.
+              return size === 1
+                ? post("GetFeatures", w.finish()).then((b) => decodeDenseGet(spec, b, out))
+                : post("BatchGet", w.finish()).then((b) => decodeDenseBatchGet(spec, b, out, size));
             };
           }
           const typedGet = mode === "typed" ? decodeGetFeaturesResponse : undefined;

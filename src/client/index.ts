@@ -15,7 +15,7 @@
  */
 import {
   type DenseBatch,
-  decodeDenseBatchGet,
+  decodeDenseAnswer,
   encodeDenseRequest,
   type FeatureVectorSpec,
 } from "../codec/dense.ts";
@@ -171,14 +171,15 @@ export class FeatureStoreClient implements FeatureStoreApi {
     const rows = entityIds.length;
     const out = opts?.out ?? spec.newBatch(rows);
     const w = this.w;
+    let method: number;
     try {
-      encodeDenseRequest(w, entityIds, spec, out);
+      method = encodeDenseRequest(w, entityIds, spec, out);
     } catch (err) {
       return Promise.reject(FeatureStoreError.from(err));
     }
     return this.transport
-      .call(Method.BatchGet, w.view(), opts?.deadlineMs ?? this.deadlineMs)
-      .then((body) => decodeDenseBatchGet(spec, body, out, rows));
+      .call(method, w.view(), opts?.deadlineMs ?? this.deadlineMs)
+      .then((body) => decodeDenseAnswer(method, spec, body, out, rows));
   }
 
   /**

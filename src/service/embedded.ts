@@ -6,12 +6,12 @@
 import type { CacheOptions } from "../cache/index.ts";
 import {
   type DenseBatch,
-  decodeDenseBatchGet,
+  decodeDenseAnswer,
   encodeDenseRequest,
   type FeatureVectorSpec,
 } from "../codec/dense.ts";
 import type { FeaturesInput } from "../codec/features.ts";
-import { isWriteMethod, Method } from "../codec/frame.ts";
+import { isWriteMethod } from "../codec/frame.ts";
 import {
   BATCH_GET,
   BATCH_SET,
@@ -94,8 +94,8 @@ export class EmbeddedFeatureStore implements FeatureStoreApi {
     const rows = entityIds.length;
     const o = out ?? spec.newBatch(rows);
     const w = this.req;
-    encodeDenseRequest(w, entityIds, spec, o);
-    return decodeDenseBatchGet(spec, this.local.call(Method.BatchGet, w.bytes, 0, w.pos), o, rows);
+    const method = encodeDenseRequest(w, entityIds, spec, o);
+    return decodeDenseAnswer(method, spec, this.local.call(method, w.bytes, 0, w.pos), o, rows);
   }
 
   setFeatures(entityId: string, features: FeaturesInput, options: SetOptions = {}): void {

@@ -398,3 +398,25 @@ describe("fetch: what a dense read asks the server for", () => {
     expect(Array.from(all.values.subarray(0, 4))).toEqual([2, 3, 1, 0]);
   });
 });
+
+describe("a read of one entity", () => {
+  test("fills row 0 (found or not) and sets rows to 1 on a batch that held more", async () => {
+    const svc = new FeatureService(new MemoryStore(CACHE));
+    const c = new FeatureStoreClient(new InMemoryTransport(svc));
+    await c.setFeatures("e", { a: 4 });
+    const spec = new FeatureVectorSpec(["a", { name: "b", default: 6 }]);
+    const out = spec.newBatch(3);
+    await c.getDense(["e", "e", "e"], spec, { out });
+    expect(out.rows).toBe(3);
+    await c.getDense(["nobody"], spec, { out });
+    expect(out.rows).toBe(1);
+    expect(Array.from(out.row(0))).toEqual([0, 6]);
+    expect(Array.from(out.status.subarray(0, 2))).toEqual([
+      CellStatus.EntityMissing,
+      CellStatus.EntityMissing,
+    ]);
+    await c.getDense(["e"], spec, { out });
+    expect(Array.from(out.row(0))).toEqual([4, 6]);
+    expect(Array.from(out.status.subarray(0, 2))).toEqual([CellStatus.Ok, CellStatus.Missing]);
+  });
+});

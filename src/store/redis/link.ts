@@ -91,6 +91,8 @@ class Tracking extends PooledClientSideCacheProvider {
   }
 }
 
+/** How soon after a node's connection fails the Cluster's slot map is read again, ms. */
+const TOPOLOGY_REFRESH_MS = 500;
 /** How often every master is pinged for the readiness probe, ms. */
 const PROBE_EVERY_MS = 1000;
 
@@ -129,6 +131,9 @@ export class RedisLink {
         rootNodes: opts.clusterNodes.map((n) => ({ url: `redis://${n}` })),
         defaults: { socket, disableOfflineQueue: true },
         useReplicas: opts.readFromReplicas,
+        // After a node's connection fails, the slot map is read again this soon (default 5 s):
+        // a failover moves its slots to a replica within the cluster's node timeout.
+        topologyRefreshOnReconnectionAttemptStrategy: TOPOLOGY_REFRESH_MS,
       }) as unknown as RedisClusterType;
       this.cluster.on("error", onError);
       this.cluster.on("node-error", onError);
@@ -205,18 +210,21 @@ export class RedisLink {
   }
 
   /**
-   * One key per master among `keys` (the first seen): a WAIT sent with it reaches the master
-   * holding the others, after their writes on the same connection.
+   * Sends a keyless command (WAIT) to the master serving `key`, on the connection that carried
+   * its writes. (Through the Cluster client, WAIT would go to every shard: its request policy is
+   * all_shards, and one paused master would hold every write.)
    */
-  onePerMaster(keys: Buffer[]): Buffer[] {
-    if (this.cluster === null) return keys.length > 0 ? [keys[0]!] : [];
-    const seen = new Map<string, Buffer>();
-    for (const key of keys) {
-      const master = this.cluster.getSlotMaster(calculateSlot(key));
-      const id = master === undefined ? "" : master.address;
-      if (!seen.has(id)) seen.set(id, key);
-    }
-    return [...seen.values()];
+  async sendToMasterOf(key: Buffer, args: Arg[]): Promise<unknown> {
+    if (this.cluster === null) return this.client!.sendCommand(args);
+    const master = this.cluster.getSlotMaster(calculateSlot(key));
+    const client = await this.cluster.nodeClient(master);
+    return client.sendCommand(args);
+  }
+
+  /** An id of the master that serves `key` (the same for every key of that master). */
+  masterOf(key: Buffer): string {
+    if (this.cluster === null) return "";
+    return this.cluster.getSlotMaster(calculateSlot(key))?.address ?? "";
   }
 
   /** Closes every connection (commands in flight are answered first). */

@@ -107,9 +107,8 @@ export class RedisStore implements RemoteStore, InvalidationSink {
   private landedExpiresAt = 0;
   private paused = false;
   private closed = false;
-  /** Keys written this turn, for WAIT; and their acknowledgements. */
-  private written: Buffer[] = [];
-  private waitFor: Promise<void> | null = null;
+  /** This turn's WAITs, one per master that took writes: a key of it, and the writes' wait. */
+  private waits = new Map<string, { key: Buffer; done: Promise<void>; settle: (e?: FeatureStoreError) => void }>();
   private readonly scratch = new ProtoWriter(4096);
   /** Counters for metrics and tests. */
   readonly stats = { loads: 0, invalidations: 0, flushes: 0, skippedFields: 0 };
@@ -415,42 +414,55 @@ export class RedisStore implements RemoteStore, InvalidationSink {
     });
     let ack: Promise<unknown> = reply.catch((err: unknown) => Promise.reject(redisError(err)));
     if (waitReplicas > 0) {
-      this.written.push(key);
-      if (this.waitFor === null)
-        this.waitFor = new Promise((resolve, reject) => this.scheduleWait(resolve, reject));
-      const waited = this.waitFor;
+      const waited = this.waitAfterTurn(key);
       ack = ack.then((r) => waited.then(() => r));
     }
     return Promise.race([ack, timeout]).finally(() => clearTimeout(timer));
   }
 
-  /** After the turn: one WAIT per master that took writes; every write of the turn waits for it. */
-  private scheduleWait(resolve: () => void, reject: (e: FeatureStoreError) => void): void {
-    setImmediate(() => {
-      const keys = this.written;
-      this.written = [];
-      this.waitFor = null;
-      const { waitReplicas, waitTimeoutMs } = this.opts;
-      const link = this.link!;
-      const waits = link
-        .onePerMaster(keys)
-        .map((k) => link.send(k, false, ["WAIT", String(waitReplicas), String(waitTimeoutMs)]));
-      Promise.all(waits).then(
-        (counts) => {
-          const short = counts.map(Number).find((c) => c < waitReplicas);
-          if (short === undefined) resolve();
+  /**
+   * The WAIT that follows this turn's writes to `key`'s master: one per master per turn, sent
+   * after the turn with a key of that master (so on the connection that carried its writes);
+   * each write waits only for its own master's.
+   */
+  private waitAfterTurn(key: Buffer): Promise<void> {
+    const link = this.link!;
+    const master = link.masterOf(key);
+    let wait = this.waits.get(master);
+    if (wait === undefined) {
+      if (this.waits.size === 0) setImmediate(() => this.sendWaits());
+      let settle!: (e?: FeatureStoreError) => void;
+      const done = new Promise<void>((resolve, reject) => {
+        settle = (e) => (e === undefined ? resolve() : reject(e));
+      });
+      done.catch(() => {});
+      wait = { key, done, settle };
+      this.waits.set(master, wait);
+    }
+    return wait.done;
+  }
+
+  private sendWaits(): void {
+    const waits = this.waits;
+    this.waits = new Map();
+    const { waitReplicas, waitTimeoutMs } = this.opts;
+    for (const { key, settle } of waits.values()) {
+      this.link!.sendToMasterOf(key, ["WAIT", String(waitReplicas), String(waitTimeoutMs)]).then(
+        (n) => {
+          const reached = Number(n);
+          if (reached >= waitReplicas) settle();
           else
-            reject(
+            settle(
               new FeatureStoreError(
                 Code.Unavailable,
-                `the write reached ${short} of the ${waitReplicas} replicas REDIS_WAIT_REPLICAS asks for ` +
+                `the write reached ${reached} of the ${waitReplicas} replicas REDIS_WAIT_REPLICAS asks for ` +
                   `within ${waitTimeoutMs} ms; it is not acknowledged (it may still be applied)`,
               ),
             );
         },
-        (err: unknown) => reject(redisError(err)),
+        (err: unknown) => settle(redisError(err)),
       );
-    });
+    }
   }
 
   sync(): null {

@@ -318,7 +318,8 @@ function redisConfig(env: Env, required: boolean) {
     600_000,
   );
   const redisWaitTimeoutMs = int(env, "REDIS_WAIT_TIMEOUT_MS", DEFAULTS.redisWaitTimeoutMs, 1, 600_000);
-  if (redisWaitTimeoutMs >= redisCommandTimeoutMs)
+  const redisWaitReplicas = int(env, "REDIS_WAIT_REPLICAS", DEFAULTS.redisWaitReplicas, 0, 64);
+  if (redisWaitReplicas > 0 && redisWaitTimeoutMs >= redisCommandTimeoutMs)
     throw new ConfigError(
       `REDIS_WAIT_TIMEOUT_MS=${redisWaitTimeoutMs} is invalid: it must be below REDIS_COMMAND_TIMEOUT_MS (${redisCommandTimeoutMs})`,
     );
@@ -327,7 +328,7 @@ function redisConfig(env: Env, required: boolean) {
     redisClusterNodes,
     redisKeyPrefix: env.REDIS_KEY_PREFIX ?? DEFAULTS.redisKeyPrefix,
     redisReadFromReplicas: bool(env, "REDIS_READ_FROM_REPLICAS", DEFAULTS.redisReadFromReplicas),
-    redisWaitReplicas: int(env, "REDIS_WAIT_REPLICAS", DEFAULTS.redisWaitReplicas, 0, 64),
+    redisWaitReplicas,
     redisWaitTimeoutMs,
     redisConnectTimeoutMs: int(env, "REDIS_CONNECT_TIMEOUT_MS", DEFAULTS.redisConnectTimeoutMs, 10, 600_000),
     redisCommandTimeoutMs,

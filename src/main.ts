@@ -94,7 +94,11 @@ export function startServer(config: Config, logger: Logger): RunningServer {
     maxResponseBytes: config.maxResponseBytes,
   });
   const metrics = new HotMetrics(config.metricsEnabled);
-  const registry = createMetricsRegistry({ hot: metrics, cacheStats: () => store.cache.stats() });
+  const registry = createMetricsRegistry({
+    hot: metrics,
+    cacheStats: () => store.cache.stats(),
+    redisStats: store instanceof RedisStore ? () => store.metrics() : undefined,
+  });
   let draining = false;
   // Not ready while the store cannot take writes (disk full, I/O errors): reads still work.
   const isReady = () => store.ready && store.writeFailure === null && !draining;

@@ -41,11 +41,29 @@ export interface CacheStats {
   arenaBytes?: number;
 }
 
+/** What a Redis store reports (STORE=redis); read at scrape time. */
+export interface RedisStats {
+  /** Entities loaded from Redis (near-cache misses that went to Redis). */
+  loads: number;
+  /** Invalidations Redis pushed for our keys. */
+  invalidations: number;
+  /** Whole near-cache flushes (a tracking connection dropped, a topology refresh). */
+  flushes: number;
+  /** Hash fields left out of answers because they are not FeatureValues. */
+  skippedFields: number;
+  /** Loads queued or in flight now. */
+  pendingLoads: number;
+  /** 1 while every Redis node the store needs answers, else 0. */
+  up: number;
+}
+
 export interface MetricsRegistryOptions {
   /** The hot-path counters the server records into. */
   hot: HotMetrics;
   /** Snapshot of the cache counters; called at most once per scrape. */
   cacheStats: () => CacheStats;
+  /** The Redis store's counters, with STORE=redis. */
+  redisStats?: () => RedisStats;
   /** Also export prom-client's default process metrics (event-loop lag, GC, memory, CPU). Default true. */
   collectDefault?: boolean;
   /** Prefix of the default process metrics. Default "" (process_cpu_seconds_total, nodejs_eventloop_lag_seconds, ...). */
@@ -66,6 +84,12 @@ export const METRIC_NAMES = {
   cacheMisses: "featurestore_cache_misses_total",
   cacheEvictions: "featurestore_cache_evictions_total",
   cacheExpirations: "featurestore_cache_expirations_total",
+  redisLoads: "featurestore_redis_loads_total",
+  redisInvalidations: "featurestore_redis_invalidations_total",
+  redisFlushes: "featurestore_redis_near_cache_flushes_total",
+  redisSkippedFields: "featurestore_redis_skipped_fields_total",
+  redisPendingLoads: "featurestore_redis_pending_loads",
+  redisUp: "featurestore_redis_up",
 } as const;
 
 type Labels = Record<string, string>;
@@ -270,6 +294,48 @@ export function createMetricsRegistry(opts: MetricsRegistryOptions): Registry {
     "counter",
     (s) => s.expirations,
   );
+
+  const redisStats = opts.redisStats;
+  if (redisStats !== undefined) {
+    const redisMetric = (name: string, help: string, type: "counter" | "gauge", key: keyof RedisStats) =>
+      add(new ScrapeTimeMetric(name, help, type, () => [{ value: redisStats()[key], labels: noLabels }]));
+    redisMetric(
+      METRIC_NAMES.redisLoads,
+      "Entities loaded from Redis on near-cache misses.",
+      "counter",
+      "loads",
+    );
+    redisMetric(
+      METRIC_NAMES.redisInvalidations,
+      "Invalidations Redis pushed for keys this server read (CLIENT TRACKING).",
+      "counter",
+      "invalidations",
+    );
+    redisMetric(
+      METRIC_NAMES.redisFlushes,
+      "Whole near-cache flushes: a tracking connection dropped or the Cluster topology was refreshed.",
+      "counter",
+      "flushes",
+    );
+    redisMetric(
+      METRIC_NAMES.redisSkippedFields,
+      "Redis hash fields left out of answers because they are not encoded FeatureValues.",
+      "counter",
+      "skippedFields",
+    );
+    redisMetric(
+      METRIC_NAMES.redisPendingLoads,
+      "Entity loads from Redis queued or in flight.",
+      "gauge",
+      "pendingLoads",
+    );
+    redisMetric(
+      METRIC_NAMES.redisUp,
+      "1 while every Redis node the store needs answers, else 0.",
+      "gauge",
+      "up",
+    );
+  }
 
   if (opts.collectDefault !== false) {
     client.collectDefaultMetrics({

@@ -27,6 +27,7 @@ import { type CacheOptions, ShardedLruCache } from "../../cache/index.ts";
 import { Code, FeatureStoreError } from "../../codec/status.ts";
 import { ProtoWriter } from "../../codec/wire.ts";
 import { LimitedLog, type Logger, silentLogger } from "../../log/index.ts";
+import type { RedisStats } from "../../metrics/prometheus.ts";
 import { PENDING, type RemoteStore } from "../types.ts";
 import { entityKey, recordOf, SET_SCRIPT } from "./layout.ts";
 import { type InvalidationSink, RedisLink, type RedisLinkOptions } from "./link.ts";
@@ -108,7 +109,10 @@ export class RedisStore implements RemoteStore, InvalidationSink {
   private paused = false;
   private closed = false;
   /** This turn's WAITs, one per master that took writes: a key of it, and the writes' wait. */
-  private waits = new Map<string, { key: Buffer; done: Promise<void>; settle: (e?: FeatureStoreError) => void }>();
+  private waits = new Map<
+    string,
+    { key: Buffer; done: Promise<void>; settle: (e?: FeatureStoreError) => void }
+  >();
   private readonly scratch = new ProtoWriter(4096);
   /** Counters for metrics and tests. */
   readonly stats = { loads: 0, invalidations: 0, flushes: 0, skippedFields: 0 };
@@ -141,6 +145,11 @@ export class RedisStore implements RemoteStore, InvalidationSink {
 
   get ready(): boolean {
     return !this.closed && this.link !== null && this.link.ready;
+  }
+
+  /** The counters for /metrics. */
+  metrics(): RedisStats {
+    return { ...this.stats, pendingLoads: this.pendingLoads, up: this.ready ? 1 : 0 };
   }
 
   get writeFailure(): string | null {

@@ -18,6 +18,7 @@
  * bun bench/e2e/client.ts                 N = 200,000, 3 rounds of 2 s cells (~6 min)
  * bun bench/e2e/client.ts --quick         N = 20,000, one round of 300 ms cells (< 1 min)
  * bun bench/e2e/client.ts --rounds 5 --duration 3000 -n 1000000
+ * bun bench/e2e/client.ts --render bench/results/client.json   re-render the md from a JSON
  * ```
  *
  * Writes bench/results/client.md and client.json (client-quick.* with --quick). Servers pinned
@@ -98,7 +99,15 @@ function parseArgs(argv: string[]): Options {
     else if (a === "--warmup") o.warmupMs = v;
     else if (a === "--rounds") o.rounds = v;
     else if (a === "--out") o.outDir = argv[i + 1]!;
-    else if (a === "--help" || a === "-h") {
+    else if (a === "--render") {
+      // Re-renders the md of a client.json (presentation changes; no measuring).
+      const path = resolve(argv[i + 1] ?? "bench/results/client.json");
+      writeFileSync(
+        path.replace(/\.json$/, ".md"),
+        markdown(JSON.parse(readFileSync(path, "utf8")) as Results),
+      );
+      process.exit(0);
+    } else if (a === "--help" || a === "-h") {
       console.log(readFileSync(import.meta.path, "utf8").split("*/")[0]);
       process.exit(0);
     } else throw new Error(`unknown flag ${a} (see --help)`);
@@ -419,6 +428,7 @@ function markdown(r: Results): string {
           fmtUs(x.latencyUs.p99),
           fmtUs(x.latencyUs.p999),
           x.serverCpuUsPerReq.toFixed(1),
+          ((x.clientCpuPct * 1e4) / x.throughput).toFixed(1),
           `${x.clientCpuPct.toFixed(0)}%`,
           `${x.otherCpuPct.toFixed(0)}%`,
           `${Math.min(...x.rounds.map((y) => y.throughput)).toLocaleString("en-US")}–${Math.max(...x.rounds.map((y) => y.throughput)).toLocaleString("en-US")}`,
@@ -435,12 +445,13 @@ function markdown(r: Results): string {
           "p99",
           "p99.9",
           "srv µs/req",
+          "gen µs/req",
           "gen CPU",
           "bg CPU",
           "rounds' req/s",
         ],
         rows,
-        [":--", ":-:", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:"],
+        [":--", ":-:", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:"],
       ),
     );
     out.push("");
@@ -451,8 +462,9 @@ function markdown(r: Results): string {
     "req/s: median of the rounds (their range in the last column); percentiles over every answer of every round. " +
       "raw = answer bytes undecoded; typed = `getFeatures`/`batchGet` (`decodeGetFeaturesResponse`/`decodeBatchGetResponse` " +
       "on the Connect body); dense = `getDense` into a per-slot reused batch (Connect: `decodeDenseBatchGet` on the fetched " +
-      "bytes), 51 floats per entity. srv µs/req: CPU of the answering process per request; gen CPU: the load generator's " +
-      "share of its core (near 100 % = the client is the limit); bg: other processes (noise).",
+      "bytes), 51 floats per entity. srv µs/req: CPU of the answering process per request; gen µs/req: the load " +
+      "generator's CPU per answer (the client's cost: the figure least moved by other load); gen CPU: its share of its core " +
+      "(near 100 % = the client is the limit); bg: other processes (noise; above ~25 % the rates are unreliable).",
   );
   out.push("");
   return out.join("\n");

@@ -54,6 +54,24 @@ export interface Config {
   warmEntities: number;
   /** Address both listeners bind to. HOST, default 0.0.0.0. */
   host: string;
+  /**
+   * Tokens with scopes, one `<name> <scopes> sha256:<hex>` per line; unset = no authentication
+   * (the server runs open and warns at start). AUTH_TOKENS_FILE.
+   */
+  authTokensFile: string | null;
+  /** /metrics requires a token (any scope) when authentication is on. METRICS_AUTH, default false. */
+  metricsAuth: boolean;
+  /** PEM certificate chain: with TLS_KEY_FILE, TLS on the TCP, HTTP and gRPC ports. TLS_CERT_FILE. */
+  tlsCertFile: string | null;
+  /** PEM private key of TLS_CERT_FILE. TLS_KEY_FILE. */
+  tlsKeyFile: string | null;
+  /** PEM CA bundle: clients must present a certificate it signed (mTLS). TLS_CA_FILE. */
+  tlsCaFile: string | null;
+  /**
+   * Origins a browser may call the HTTP port from (CORS), comma-separated; `*` = any (for
+   * read-only open deployments); empty (default) = no cross-origin access. CORS_ORIGINS.
+   */
+  corsOrigins: string[];
   /** Binary TCP protocol port; 0 picks a free one. TCP_PORT, default 50051. */
   tcpPort: number;
   /** Connect / gRPC-web / health / metrics port; 0 picks a free one. HTTP_PORT, default 8081. */
@@ -135,6 +153,12 @@ export const DEFAULTS: Config = {
   durability: "sync",
   warmEntities: 100_000,
   host: "0.0.0.0",
+  authTokensFile: null,
+  metricsAuth: false,
+  tlsCertFile: null,
+  tlsKeyFile: null,
+  tlsCaFile: null,
+  corsOrigins: [],
   tcpPort: 50051,
   httpPort: 8081,
   grpcPort: 50052,
@@ -267,6 +291,7 @@ export function loadConfig(env: Env = process.env): Config {
     durability: oneOf(env, "DURABILITY", DURABILITIES, DEFAULTS.durability),
     warmEntities: int(env, "WARM_ENTITIES", DEFAULTS.warmEntities, 0, 1 << 30),
     host,
+    ...securityConfig(env),
     tcpPort: int(env, "TCP_PORT", DEFAULTS.tcpPort, 0, 65535),
     httpPort: int(env, "HTTP_PORT", DEFAULTS.httpPort, 0, 65535),
     grpcPort: int(env, "GRPC_PORT", DEFAULTS.grpcPort, 0, 65535),
@@ -292,6 +317,32 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownTimeoutMs: int(env, "SHUTDOWN_TIMEOUT_MS", DEFAULTS.shutdownTimeoutMs, 0, 600_000),
     metricsEnabled: bool(env, "METRICS_ENABLED", DEFAULTS.metricsEnabled),
   };
+}
+
+/** AUTH_TOKENS_FILE, METRICS_AUTH, TLS_*, CORS_ORIGINS. */
+function securityConfig(env: Env) {
+  const path = (name: string) => env[name]?.trim() || null;
+  const tlsCertFile = path("TLS_CERT_FILE");
+  const tlsKeyFile = path("TLS_KEY_FILE");
+  const tlsCaFile = path("TLS_CA_FILE");
+  if ((tlsCertFile === null) !== (tlsKeyFile === null))
+    throw new ConfigError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both (TLS on) or neither");
+  if (tlsCaFile !== null && tlsCertFile === null)
+    throw new ConfigError("TLS_CA_FILE (client certificates) needs TLS_CERT_FILE and TLS_KEY_FILE");
+  const corsOrigins = (env.CORS_ORIGINS ?? "")
+    .split(",")
+    .map((o) => o.trim())
+    .filter((o) => o !== "");
+  for (const o of corsOrigins)
+    if (o !== "*" && !/^https?:\/\/[^/\s]+$/.test(o))
+      throw new ConfigError(
+        `CORS_ORIGINS is invalid: "${o}" is not an origin (scheme://host[:port], no path) or *`,
+      );
+  const authTokensFile = path("AUTH_TOKENS_FILE");
+  const metricsAuth = bool(env, "METRICS_AUTH", DEFAULTS.metricsAuth);
+  if (metricsAuth && authTokensFile === null)
+    throw new ConfigError("METRICS_AUTH=true needs AUTH_TOKENS_FILE (there are no tokens to check)");
+  return { authTokensFile, metricsAuth, tlsCertFile, tlsKeyFile, tlsCaFile, corsOrigins };
 }
 
 /** The REDIS_* variables; with STORE=redis, REDIS_URL or REDIS_CLUSTER_NODES must be set. */

@@ -2,6 +2,8 @@
  * The one place that wires config, store, service, metrics and transports together, and owns
  * the process: signals, graceful shutdown, exit codes. `bun run start` runs it.
  */
+import { TlsConfigError, TlsSource } from "./auth/tls.ts";
+import { Auth, TokensFileError } from "./auth/tokens.ts";
 import { type Config, ConfigError, loadConfig } from "./config/index.ts";
 import { createLogger, type Logger } from "./log/index.ts";
 import { HotMetrics } from "./metrics/hot.ts";
@@ -28,6 +30,8 @@ export interface RunningServer {
   readonly ready: boolean;
   /** Graceful shutdown: not ready, stop accepting, answer what was received, close. Idempotent. */
   shutdown(): Promise<void>;
+  /** Reads the tokens file and the TLS files again (SIGHUP). */
+  reloadSecurity(): void;
 }
 
 /**
@@ -84,6 +88,18 @@ export function openStore(config: Config, logger: Logger): MemoryStore | TieredS
 
 /** Starts every transport over one store. Ports 0 pick free ports (tests). */
 export function startServer(config: Config, logger: Logger): RunningServer {
+  const auth = new Auth({ tokensFile: config.authTokensFile, logger });
+  if (!auth.enabled)
+    logger.warn(
+      "AUTH_TOKENS_FILE is not set: every client that reaches a port can read and write everything",
+    );
+  const tls =
+    config.tlsCertFile === null || config.tlsKeyFile === null
+      ? null
+      : new TlsSource(
+          { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile, caFile: config.tlsCaFile },
+          logger,
+        );
   const store = openStore(config, logger);
   const service = new FeatureService(store, {
     defaultTtlMs: config.defaultTtlMs,
@@ -98,6 +114,7 @@ export function startServer(config: Config, logger: Logger): RunningServer {
     hot: metrics,
     cacheStats: () => store.cache.stats(),
     redisStats: store instanceof RedisStore ? () => store.metrics() : undefined,
+    authFailures: auth.enabled ? auth.failures : undefined,
   });
   let draining = false;
   // Not ready while the store cannot take writes (disk full, I/O errors): reads still work.
@@ -116,6 +133,8 @@ export function startServer(config: Config, logger: Logger): RunningServer {
     maxClientMemoryBytes: config.maxClientMemoryBytes,
     sync: () => store.sync(),
     logRequests: config.logRequests,
+    auth,
+    tls,
   });
   const http = startHttpServer({
     host: config.host,
@@ -127,6 +146,10 @@ export function startServer(config: Config, logger: Logger): RunningServer {
     logger,
     isReady,
     sync: () => store.sync(),
+    auth,
+    metricsAuth: config.metricsAuth,
+    tls,
+    corsOrigins: config.corsOrigins,
   });
   const grpc = config.grpcEnabled
     ? startGrpcServer({
@@ -139,6 +162,8 @@ export function startServer(config: Config, logger: Logger): RunningServer {
         maxBufferedBytes: config.maxClientMemoryBytes,
         sync: () => store.sync(),
         isServing: isReady,
+        auth,
+        tls,
       })
     : null;
   let stopping: Promise<void> | null = null;
@@ -152,6 +177,10 @@ export function startServer(config: Config, logger: Logger): RunningServer {
     get ready() {
       return isReady();
     },
+    reloadSecurity() {
+      auth.reload();
+      tls?.reload();
+    },
     shutdown() {
       if (stopping === null) {
         draining = true;
@@ -159,7 +188,11 @@ export function startServer(config: Config, logger: Logger): RunningServer {
           tcp.drain(config.shutdownTimeoutMs),
           http.stop(config.shutdownTimeoutMs),
           grpc?.stop(config.shutdownTimeoutMs),
-        ]).then(() => store.close());
+        ]).then(() => {
+          auth.close();
+          tls?.close();
+          return store.close();
+        });
       }
       return stopping;
     },
@@ -190,7 +223,7 @@ async function main(): Promise<void> {
     server = startServer(config, logger);
     await server.grpc?.listening;
   } catch (err) {
-    if (err instanceof StoreStartError) {
+    if (err instanceof StoreStartError || err instanceof TokensFileError || err instanceof TlsConfigError) {
       logger.error(err.message);
       process.exit(2);
     }
@@ -220,6 +253,10 @@ async function main(): Promise<void> {
       },
     );
   };
+  process.on("SIGHUP", () => {
+    logger.info("SIGHUP: reloading the tokens and TLS files");
+    server.reloadSecurity();
+  });
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));
 }

@@ -27,6 +27,7 @@ const IN_FLIGHT_TRANSPORTS = [Transport.Connect, Transport.GrpcWeb, Transport.Gr
 /** Transports that see connections open and close (Bun.serve reports no connection events). */
 const CONNECTION_TRANSPORTS = [Transport.Tcp, Transport.Grpc];
 
+import { AUTH_FAILURE_NAMES } from "../auth/tokens.ts";
 import { CODE_NAMES } from "../codec/status.ts";
 
 /** What the cache reports; read once per scrape. */
@@ -62,6 +63,8 @@ export interface MetricsRegistryOptions {
   hot: HotMetrics;
   /** Snapshot of the cache counters; called at most once per scrape. */
   cacheStats: () => CacheStats;
+  /** Refused authentications by reason (AUTH_FAILURE_NAMES order), when authentication is on. */
+  authFailures?: Float64Array;
   /** The Redis store's counters, with STORE=redis. */
   redisStats?: () => RedisStats;
   /** Also export prom-client's default process metrics (event-loop lag, GC, memory, CPU). Default true. */
@@ -84,6 +87,7 @@ export const METRIC_NAMES = {
   cacheMisses: "featurestore_cache_misses_total",
   cacheEvictions: "featurestore_cache_evictions_total",
   cacheExpirations: "featurestore_cache_expirations_total",
+  authFailures: "featurestore_auth_failures_total",
   redisLoads: "featurestore_redis_loads_total",
   redisInvalidations: "featurestore_redis_invalidations_total",
   redisFlushes: "featurestore_redis_near_cache_flushes_total",
@@ -294,6 +298,19 @@ export function createMetricsRegistry(opts: MetricsRegistryOptions): Registry {
     "counter",
     (s) => s.expirations,
   );
+
+  const authFailures = opts.authFailures;
+  if (authFailures !== undefined) {
+    const labels = AUTH_FAILURE_NAMES.map((reason) => ({ reason }));
+    add(
+      new ScrapeTimeMetric(
+        METRIC_NAMES.authFailures,
+        "Calls and connections refused by authentication: missing, malformed, unknown (or revoked) token, missing scope, TLS.",
+        "counter",
+        () => labels.map((l, i) => ({ value: authFailures[i]!, labels: l })),
+      ),
+    );
+  }
 
   const redisStats = opts.redisStats;
   if (redisStats !== undefined) {

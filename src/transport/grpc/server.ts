@@ -15,6 +15,8 @@
  */
 import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import { gunzipSync } from "node:zlib";
+import type { TlsSource } from "../../auth/tls.ts";
+import type { Auth } from "../../auth/tokens.ts";
 import { isWriteMethod, METHOD_NAMES } from "../../codec/frame.ts";
 import { Code, FeatureStoreError } from "../../codec/status.ts";
 import { decodeUtf8, ProtoReader, ProtoWriter, WireType } from "../../codec/wire.ts";
@@ -51,6 +53,10 @@ export interface GrpcServerOptions {
   sync?: () => Promise<void> | null;
   /** SERVING while this is true (ready, not draining, the store healthy); the health service reports it. */
   isServing: () => boolean;
+  /** Tokens and scopes (AUTH_TOKENS_FILE): `authorization: Bearer` metadata; absent or disabled = open. */
+  auth?: Auth;
+  /** TLS on this port (TLS_CERT_FILE ...); absent = HTTP/2 cleartext. */
+  tls?: TlsSource | null;
 }
 
 export interface GrpcServer {

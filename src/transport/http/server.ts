@@ -20,6 +20,9 @@
  * json.ts, schema.ts); one folder per wire protocol (connect/, grpcweb/), each with its
  * header names, its framing and error answers (protocol.ts) and its handler (handler.ts).
  */
+
+import type { TlsSource } from "../../auth/tls.ts";
+import type { Auth } from "../../auth/tokens.ts";
 import { Code } from "../../codec/status.ts";
 import { LimitedLog, type Logger } from "../../log/index.ts";
 import { type HotMetrics, Reject } from "../../metrics/hot.ts";
@@ -67,6 +70,14 @@ export interface HttpServerOptions {
   sync?: () => Promise<void> | null;
   /** /ready answers 200 only while this returns true (store loaded, not draining). */
   isReady: () => boolean;
+  /** Tokens and scopes (AUTH_TOKENS_FILE); absent or disabled = every call allowed. */
+  auth?: Auth;
+  /** /metrics requires a token (METRICS_AUTH). */
+  metricsAuth?: boolean;
+  /** TLS on this port (TLS_CERT_FILE ...); absent = plaintext. */
+  tls?: TlsSource | null;
+  /** Origins allowed to call cross-origin (CORS_ORIGINS); empty = none, ["*"] = any. */
+  corsOrigins?: readonly string[];
 }
 
 /** A running HTTP server, as `startHttpServer` returns it. */

@@ -23,6 +23,8 @@
  * rate-limited (LimitedLog), so no client can flood the log.
  */
 import type { Socket, TCPSocketListener } from "bun";
+import type { TlsSource } from "../../auth/tls.ts";
+import type { Auth } from "../../auth/tokens.ts";
 import { HEADER_BYTES, isWriteMethod, METHOD_NAMES, readU32, writeHeader } from "../../codec/frame.ts";
 import { Code, FeatureStoreError } from "../../codec/status.ts";
 import { ProtoWriter } from "../../codec/wire.ts";
@@ -70,6 +72,10 @@ export interface TcpServerOptions {
   sync?: () => Promise<void> | null;
   /** Log every request at debug level. */
   logRequests?: boolean;
+  /** Tokens and scopes (AUTH_TOKENS_FILE): an Authenticate frame first; absent or disabled = open. */
+  auth?: Auth;
+  /** TLS on this port (TLS_CERT_FILE ...); absent = plaintext. */
+  tls?: TlsSource | null;
 }
 
 export interface TcpServer {

@@ -5,6 +5,11 @@
  * const client = await FeatureStoreClient.connect({ servers: ["10.0.0.1:50051", "10.0.0.2:50051"] });
  * await client.setFeatures("user:42", { clicks: 3, embedding: new Float32Array([0.1, 0.2]) });
  * const { found, features } = await client.getFeatures("user:42", ["clicks"]);
+ *
+ * // A model's input: ids x features as one Float32Array, nothing allocated per read.
+ * const spec = new FeatureVectorSpec(["clicks", { name: "embedding", width: 2 }]);
+ * const batch = spec.newBatch(64);
+ * const { values } = await client.getDense(ids, spec, { out: batch });
  * await client.close();
  * ```
  *

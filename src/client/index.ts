@@ -69,6 +69,7 @@ export { decodeFeatureValue, encodeFeatureValue } from "../codec/value.ts";
 export { InMemoryTransport, type RequestHandler } from "./memory.ts";
 export {
   type ClientOptions,
+  type ClientTlsOptions,
   DEADLINE_TICK_MS,
   DEFAULT_CONNECTIONS_PER_SERVER,
   DEFAULT_DEADLINE_MS,

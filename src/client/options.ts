@@ -40,6 +40,25 @@ export interface ClientOptions {
    * than this fail RESOURCE_EXHAUSTED without being sent.
    */
   maxFrameBytes?: number;
+  /**
+   * Token for a server that requires one (AUTH_TOKENS_FILE): sent in an Authenticate frame at
+   * the start of every connection, before any request. Calls fail UNAUTHENTICATED (unknown or
+   * revoked token) or PERMISSION_DENIED (a scope the token lacks).
+   */
+  token?: string;
+  /** TLS to a server with TLS_CERT_FILE; absent = plaintext. */
+  tls?: ClientTlsOptions;
+}
+
+/** TLS of the client's connections; PEM strings. The server's certificate is always verified. */
+export interface ClientTlsOptions {
+  /** CA(s) that signed the server's certificate (default: the system's). */
+  ca?: string;
+  /** Client certificate and key, for a server that asks for one (TLS_CA_FILE). */
+  cert?: string;
+  key?: string;
+  /** The name the server's certificate must carry (default: the host connected to). */
+  serverName?: string;
 }
 
 /** Default connections per server: two, so that one slow answer does not hold up a whole server. */
@@ -65,6 +84,8 @@ export interface ResolvedClientOptions {
   reconnectMaxMs: number;
   maxInFlight: number;
   maxFrameBytes: number;
+  token: string | null;
+  tls: ClientTlsOptions | null;
 }
 
 /** Validates `opts` and fills defaults; throws INVALID_ARGUMENT naming the bad option. */
@@ -102,7 +123,15 @@ export function resolveClientOptions(opts: ClientOptions): ResolvedClientOptions
     reconnectMaxMs: max,
     maxInFlight: int("maxInFlight", opts.maxInFlight, DEFAULT_MAX_IN_FLIGHT, 1, 65536),
     maxFrameBytes: int("maxFrameBytes", opts.maxFrameBytes, DEFAULT_MAX_FRAME_BYTES, 1024, 0xffffffff),
+    token: token(opts.token),
+    tls: opts.tls ?? null,
   };
+}
+
+function token(t: string | undefined): string | null {
+  if (t === undefined) return null;
+  if (typeof t !== "string" || t.length === 0) throw invalidArgument("token must be a non-empty string");
+  return t;
 }
 
 function int(name: string, v: number | undefined, dflt: number, min: number, max: number): number {

@@ -23,7 +23,7 @@
  * which later chunks are appended to. Answer bodies are views, never copies.
  */
 import type { Socket, SocketHandler } from "bun";
-import { HEADER_BYTES, readU32, writeHeader } from "../codec/frame.ts";
+import { HEADER_BYTES, Method, readU32, writeHeader } from "../codec/frame.ts";
 import { Code, FeatureStoreError } from "../codec/status.ts";
 import {
   type ClientOptions,
@@ -399,6 +399,18 @@ class Connection {
     socket.setNoDelay(true);
     this.socket = socket;
     this.state = OPEN;
+    const token = this.pool.options.token;
+    if (token !== null) {
+      // First on the connection: the server answers frames in order, so every request sent
+      // after it is authenticated. A refusal fails those requests with the server's code.
+      this.enqueue(
+        Method.Authenticate,
+        new TextEncoder().encode(token),
+        performance.now() + this.pool.options.deadlineMs,
+        ignoreAnswer,
+        ignoreAnswer,
+      );
+    }
     this.attempts = 0;
     this.lateBudget = 0;
     this.pool.connects++;
@@ -433,6 +445,9 @@ class Connection {
     }
   }
 }
+
+/** The Authenticate frame's answer: a refusal shows in the answers of the requests after it. */
+function ignoreAnswer(): void {}
 
 /** Socket handlers, declared once; per-connection state is `socket.data`. */
 const handlers: SocketHandler<Connection> = {
@@ -658,11 +673,22 @@ export class TcpTransport implements ClientTransport {
     conn.state = CONNECTING;
     conn.lastAttemptAt = performance.now();
     this.liveSockets++;
+    const tls = this.options.tls;
     Bun.connect<Connection>({
       hostname: conn.endpoint.host,
       port: conn.endpoint.port,
       data: conn,
       socket: handlers,
+      tls:
+        tls === null
+          ? undefined
+          : {
+              ca: tls.ca,
+              cert: tls.cert,
+              key: tls.key,
+              serverName: tls.serverName,
+              rejectUnauthorized: true,
+            },
     }).catch(() => {
       this.onSocketClosed();
       if (conn.state === SHUTDOWN) return;

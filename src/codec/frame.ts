@@ -19,6 +19,11 @@ export const Method = {
   SetFeatures: 3,
   BatchSet: 4,
   DeleteFeatures: 5,
+  /**
+   * TCP only, the first frame of a connection when the server requires tokens: the body is the
+   * token's UTF-8 bytes (proto/PROTOCOL.md). Not a service method (no METHOD_NAMES entry).
+   */
+  Authenticate: 6,
 } as const;
 export type Method = (typeof Method)[keyof typeof Method];
 

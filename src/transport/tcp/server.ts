@@ -22,12 +22,19 @@
  * happens to a connection (refused, cut) is logged at warn and a bug at error, each kind
  * rate-limited (LimitedLog), so no client can flood the log.
  */
-import type { Socket, TCPSocketListener } from "bun";
-import type { TlsSource } from "../../auth/tls.ts";
-import type { Auth } from "../../auth/tokens.ts";
-import { HEADER_BYTES, isWriteMethod, METHOD_NAMES, readU32, writeHeader } from "../../codec/frame.ts";
+import type { Socket, TCPSocketListener, TCPSocketListenOptions } from "bun";
+import type { TlsMaterial, TlsSource } from "../../auth/tls.ts";
+import { type Auth, AuthFailure, type Principal, scopeOf } from "../../auth/tokens.ts";
+import {
+  HEADER_BYTES,
+  isWriteMethod,
+  METHOD_NAMES,
+  Method,
+  readU32,
+  writeHeader,
+} from "../../codec/frame.ts";
 import { Code, FeatureStoreError } from "../../codec/status.ts";
-import { ProtoWriter } from "../../codec/wire.ts";
+import { decodeUtf8, ProtoWriter } from "../../codec/wire.ts";
 import { DEFAULTS } from "../../config/index.ts";
 import { LimitedLog, type Logger } from "../../log/index.ts";
 import { type HotMetrics, Reject, Transport } from "../../metrics/hot.ts";
@@ -146,6 +153,8 @@ const FRAMES_PER_TURN = 256;
 const GC_HINT_MS = 250;
 /** Request bytes one connection may have answered per turn (a frame is never split). */
 const BYTES_PER_TURN = 256 * 1024;
+/** Refused authentications after which a connection is closed (a client retrying a bad token). */
+const MAX_AUTH_FAILURES = 3;
 /**
  * The sweep runs every quarter of the shortest timeout, within these bounds: often enough that
  * a timeout is enforced within 1.5x its value, rarely enough to cost nothing (one pass over the
@@ -203,6 +212,10 @@ class Connection {
   held: HeldAnswers[] | null = null;
   /** Requests waiting for a remote store (their answers come out of order, by request id). */
   deferred = 0;
+  /** Who the connection authenticated as (tokens required); null before, or when off. */
+  principal: Principal | null = null;
+  /** Refused authentications so far; MAX_AUTH_FAILURES closes the connection. */
+  authFailures = 0;
 
   constructor(
     readonly remote: string,
@@ -281,7 +294,12 @@ class TcpServerCore implements TcpServer {
   private readonly open = new Set<Sock>();
   private readonly timed: boolean;
   private readonly logRequests: boolean;
-  private readonly listener: TCPSocketListener<Connection>;
+  private listener: TCPSocketListener<Connection>;
+  private readonly host: string;
+  /** Tokens required (AUTH_TOKENS_FILE) or null: decided once. */
+  private readonly auth: Auth | null;
+  private readonly logTls: LimitedLog;
+  private readonly mutualTls: boolean;
   private draining = false;
   private onAllClosed: (() => void) | null = null;
   /** Sum of every connection's heldBytes, updated wherever a buffer is allocated or released. */
@@ -329,6 +347,8 @@ class TcpServerCore implements TcpServer {
     this.frameTimeoutMs = nonNegative("frameTimeoutMs", opts.frameTimeoutMs, DEFAULTS.tcpFrameTimeoutMs);
     this.maxClientMemoryBytes = opts.maxClientMemoryBytes ?? DEFAULTS.maxClientMemoryBytes;
     this.sync = opts.sync ?? (() => null);
+    this.auth = opts.auth?.enabled ? opts.auth : null;
+    this.mutualTls = opts.tls?.mutual ?? false;
     this.outShrinkAbove = Math.max(
       OUT_SHRINK_ABOVE,
       2 * (opts.service.options.maxResponseBytes + OUT_FLUSH_BYTES),
@@ -339,6 +359,11 @@ class TcpServerCore implements TcpServer {
       );
 
     this.logClosing = new LimitedLog(logger, "warn", "closing connection");
+    this.logTls = new LimitedLog(
+      logger,
+      "warn",
+      "TLS handshake failed (plaintext or a refused client certificate)",
+    );
     this.logRefused = new LimitedLog(logger, "warn", "refusing connection");
     this.logOverflow = new LimitedLog(logger, "warn", "disconnecting client that does not read its answers");
     this.logIdle = new LimitedLog(logger, "warn", "closing idle connection");
@@ -365,21 +390,60 @@ class TcpServerCore implements TcpServer {
     this.idleTicks = ticksFor(idleMs, sweepMs);
     this.frameTicks = ticksFor(this.frameTimeoutMs, sweepMs);
 
-    this.listener = Bun.listen<Connection>({
-      hostname: opts.host,
-      port: opts.port,
-      socket: {
-        open: (socket) => this.onOpen(socket),
-        data: (socket, data) => this.onData(socket, data),
-        drain: (socket) => this.onDrain(socket),
-        close: (socket) => this.onClose(socket),
-        error: (socket, err) => this.onError(socket, err),
-      },
+    this.host = opts.host;
+    this.listener = this.listen(opts.port, opts.tls?.current ?? null);
+    // A new certificate: a new listener on the same port (SO_REUSEPORT) takes new connections,
+    // then the old one stops listening; connections already open keep their session.
+    opts.tls?.onChange((material) => {
+      const old = this.listener;
+      this.listener = this.listen(old.port, material);
+      old.stop(false);
     });
     if (shortest !== Number.POSITIVE_INFINITY) {
       this.sweepTimer = setInterval(() => this.sweep(), sweepMs);
       this.sweepTimer.unref();
     }
+  }
+
+  /** Listens on `port`, with TLS when `tls` is given (client certificates required with a CA). */
+  private listen(port: number, tls: TlsMaterial | null): TCPSocketListener<Connection> {
+    const socket = {
+      open: (socket: Sock) => this.onOpen(socket),
+      data: (socket: Sock, data: Uint8Array) => this.onData(socket, data),
+      drain: (socket: Sock) => this.onDrain(socket),
+      close: (socket: Sock) => this.onClose(socket),
+      error: (socket: Sock, err: Error) => this.onError(socket, err),
+      handshake: (socket: Sock, ok: boolean, err: Error | null) => this.onHandshake(socket, ok, err),
+    };
+    const options = {
+      hostname: this.host,
+      port,
+      socket,
+      ...(tls === null
+        ? {}
+        : {
+            reusePort: true,
+            tls: {
+              cert: tls.cert,
+              key: tls.key,
+              ca: tls.ca,
+              requestCert: tls.ca !== undefined,
+              rejectUnauthorized: tls.ca !== undefined,
+            },
+          }),
+    };
+    // reusePort is missing from Bun's type declaration (it works: DESIGN.md).
+    return Bun.listen<Connection>(options as unknown as TCPSocketListenOptions<Connection>);
+  }
+
+  /** A TLS handshake that failed (plaintext on the TLS port, no or a foreign client certificate). */
+  private onHandshake(socket: Sock, ok: boolean, err: Error | null): void {
+    // Without client certificates asked for, a verification note about the (absent) client
+    // certificate is not a failure.
+    if (ok && (err === null || !this.mutualTls)) return;
+    this.auth?.fail(AuthFailure.Tls, "tcp", "TLS handshake failed");
+    this.logTls.log({ remote: socket.data.remote, err: err?.message ?? "handshake failed" });
+    socket.end();
   }
 
   get port(): number {
@@ -540,6 +604,7 @@ class TcpServerCore implements TcpServer {
       this.sliceFrames++;
       this.sliceBytes += length;
       at = bodyEnd;
+      if (conn.closing) return at; // refused repeatedly: nothing after this frame is answered
       if (out.pos >= OUT_FLUSH_BYTES) {
         this.flushOut(socket, conn);
         if (conn.closing) return at;
@@ -690,6 +755,18 @@ class TcpServerCore implements TcpServer {
     const headerAt = out.pos;
     out.ensure(HEADER_BYTES);
     out.pos += HEADER_BYTES;
+    if (this.auth !== null) {
+      const p = this.current!.data.principal;
+      if (method === Method.Authenticate || p === null || (p.scopes & scopeOf(method)) === 0) {
+        this.authenticate(this.current!, method, buf, bodyStart, bodyEnd, headerAt);
+        this.finishFrame(out, headerAt, requestId, method, out.bytes[headerAt + 9]!, t0);
+        return;
+      }
+    } else if (method === Method.Authenticate) {
+      // A client configured with a token, on a server without tokens: nothing to check.
+      this.finishFrame(out, headerAt, requestId, method, Code.OK, t0);
+      return;
+    }
     let code: number = Code.OK;
     try {
       const deferred = this.service.handle(method, buf, bodyStart, bodyEnd, out);
@@ -703,6 +780,47 @@ class TcpServerCore implements TcpServer {
       code = this.failed(err, method, requestId, headerAt);
     }
     this.finishFrame(out, headerAt, requestId, method, code, t0);
+  }
+
+  /**
+   * With tokens required: an Authenticate frame (its body the token) sets the connection's
+   * principal; any other request of a connection without one, or whose token lacks the scope
+   * or was revoked, is refused. The answer's body is written after `headerAt` and its code
+   * left in the header's status byte. MAX_AUTH_FAILURES refusals close the connection.
+   */
+  private authenticate(
+    socket: Sock,
+    method: number,
+    buf: Uint8Array,
+    bodyStart: number,
+    bodyEnd: number,
+    headerAt: number,
+  ): void {
+    const conn = socket.data;
+    const auth = this.auth!;
+    const out = this.out;
+    let code: number = Code.OK;
+    try {
+      if (method === Method.Authenticate)
+        conn.principal = auth.fromToken(decodeUtf8(buf, bodyStart, bodyEnd), "tcp");
+      else if (conn.principal === null)
+        throw auth.fail(
+          AuthFailure.Missing,
+          "tcp",
+          "authenticate first: send an Authenticate frame (method 6) with the token",
+        );
+      else auth.authorize(conn.principal, method, "tcp");
+    } catch (err) {
+      const e = FeatureStoreError.from(err);
+      code = e.code;
+      out.pos = headerAt + HEADER_BYTES;
+      out.utf8(e.message);
+      if (e.code === Code.Unauthenticated && ++conn.authFailures >= MAX_AUTH_FAILURES && !conn.closing) {
+        conn.closing = true;
+        this.logClosing.log({ remote: conn.remote, reason: "authentication failed repeatedly" });
+      }
+    }
+    out.bytes[headerAt + 9] = code;
   }
 
   /** Fills in the header of the answer frame at out[headerAt] and records the request. */

@@ -29,6 +29,7 @@
 import { ValueField } from "../codec/features.ts";
 import { Method } from "../codec/frame.ts";
 import { Code, FeatureStoreError, invalidArgument } from "../codec/status.ts";
+import { VALUE_WIRE_TYPES } from "../codec/value.ts";
 import { decodeUtf8, ProtoReader, ProtoWriter, varintSize, WireType } from "../codec/wire.ts";
 import { isRemote, PENDING, type RecordStore, type RemoteStore } from "../store/types.ts";
 import { NameIndex, Ranges } from "./names.ts";
@@ -827,17 +828,6 @@ function readTtl(r: ProtoReader): number {
   if (ttl > MAX_TTL_MS) throw invalidArgument(`ttl_ms must be at most ${MAX_TTL_MS} (2^52 ms); got ${ttl}`);
   return Number(ttl);
 }
-
-/** Expected wire type of each FeatureValue field, by field number. */
-const VALUE_WIRE_TYPES: (number | undefined)[] = [];
-VALUE_WIRE_TYPES[ValueField.Int] = WireType.Varint;
-VALUE_WIRE_TYPES[ValueField.Double] = WireType.Fixed64;
-VALUE_WIRE_TYPES[ValueField.String] = WireType.Bytes;
-VALUE_WIRE_TYPES[ValueField.Bool] = WireType.Varint;
-VALUE_WIRE_TYPES[ValueField.Bytes] = WireType.Bytes;
-VALUE_WIRE_TYPES[ValueField.FloatList] = WireType.Bytes;
-VALUE_WIRE_TYPES[ValueField.IntList] = WireType.Bytes;
-VALUE_WIRE_TYPES[ValueField.StringList] = WireType.Bytes;
 
 const VALUE_FIELD_NAMES = [
   "",

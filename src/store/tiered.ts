@@ -10,19 +10,16 @@
  * before acknowledging a write. If the commit fails, every write of that turn fails, the cache
  * is cleared (it may hold what the file refused) and refills from the file.
  *
- * Records too large for the cache's segments are kept in the backend only and served through a
- * one-record side buffer (`LARGE`), valid like any handle until the next store call.
+ * Records too large for the cache's segments are kept in the backend only and served from beside
+ * the cache (cache-front.ts).
  */
-import { CacheError, type CacheOptions, ShardedLruCache } from "../cache/index.ts";
+import { CacheError, type CacheOptions } from "../cache/index.ts";
 import { Code, FeatureStoreError } from "../codec/status.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
+import { ABSENT, CacheFront, NOT_CACHED } from "./cache-front.ts";
 import { type Durability, SqliteBackend } from "./sqlite/backend.ts";
 import type { DurableStore } from "./types.ts";
 
-/** Cached for an entity known to be absent: a record never starts with a 0 byte (tag 0 is invalid). */
-const ABSENT = new Uint8Array([0]);
-/** The handle of a record served from the side buffer. */
-const LARGE = 0x7fffffff;
 /**
  * The WAL is checkpointed into the database file this often, ms: with DURABILITY=async that is
  * the fsync (Redis' appendfsync everysec); in both modes it keeps the WAL small (left to
@@ -40,14 +37,10 @@ export interface TieredStoreOptions {
   logger: Logger;
 }
 
-export class TieredStore implements DurableStore {
-  readonly cache: ShardedLruCache;
+export class TieredStore extends CacheFront implements DurableStore {
   readonly backend: SqliteBackend;
   private readonly clock: () => number;
   private readonly logger: Logger;
-  /** The record behind handle LARGE (served from the file) and its expiry. */
-  private large: Uint8Array = ABSENT;
-  private largeExpiresAt = 0;
   private batch: Promise<void> | null = null;
   private settle: ((err?: FeatureStoreError) => void) | null = null;
   private failure: string | null = null;
@@ -71,7 +64,7 @@ export class TieredStore implements DurableStore {
   }
 
   constructor(opts: TieredStoreOptions) {
-    this.cache = new ShardedLruCache(opts.cache);
+    super(opts.cache);
     this.backend = opts.backend;
     this.clock = opts.cache.now ?? Date.now;
     this.logger = opts.logger;
@@ -91,13 +84,8 @@ export class TieredStore implements DurableStore {
   }
 
   find(key: Uint8Array, start: number, end: number): number {
-    const cache = this.cache;
-    const h = cache.find(key, start, end);
-    if (h >= 0) {
-      if (cache.valueLength(h) === 1 && cache.arenaOf(h)[cache.valueOffset(h)] === 0) return -1;
-      return h;
-    }
-    return this.load(key, start, end);
+    const h = this.lookup(key, start, end);
+    return h === NOT_CACHED ? this.load(key, start, end) : h;
   }
 
   /** A miss: reads the backend and fills the cache (the record, or the absence marker). */
@@ -117,32 +105,12 @@ export class TieredStore implements DurableStore {
       return -1;
     }
     const ttl = stored.expiresAt === 0 ? 0 : Math.max(1, stored.expiresAt - this.clock());
-    if (end - start + stored.record.length > this.cache.maxEntryBytes) {
-      this.large = stored.record;
-      this.largeExpiresAt = stored.expiresAt;
-      return LARGE;
-    }
+    if (end - start + stored.record.length > this.cache.maxEntryBytes)
+      return this.serveSide(stored.record, stored.expiresAt);
     this.cache.set(key, stored.record, ttl, start, end);
     return this.cache.find(key, start, end);
   }
 
-  arena(handle: number): Uint8Array {
-    return handle === LARGE ? this.large : this.cache.arenaOf(handle);
-  }
-  offset(handle: number): number {
-    return handle === LARGE ? 0 : this.cache.valueOffset(handle);
-  }
-  length(handle: number): number {
-    return handle === LARGE ? this.large.length : this.cache.valueLength(handle);
-  }
-  copyTo(handle: number, dst: Uint8Array, at: number): number {
-    if (handle !== LARGE) return this.cache.copyValue(handle, dst, at);
-    dst.set(this.large, at);
-    return this.large.length;
-  }
-  expiresAt(handle: number): number {
-    return handle === LARGE ? this.largeExpiresAt : this.cache.expiresAt(handle);
-  }
   now(): number {
     return this.clock();
   }

@@ -13,8 +13,9 @@ import {
   tokenHash,
 } from "../../src/auth/tokens.ts";
 import { Method } from "../../src/codec/frame.ts";
-import { Code, FeatureStoreError } from "../../src/codec/status.ts";
+import { Code } from "../../src/codec/status.ts";
 import { silentLogger } from "../../src/log/index.ts";
+import { codeOfSync } from "../codes.ts";
 import { runToExit, type ServerProcess, serverEnv, tempDir } from "../e2e/durable-fixture.ts";
 import { removeDir } from "./certs.ts";
 
@@ -24,15 +25,6 @@ afterAll(async () => {
   for (const s of servers) await s.stop();
   removeDir(dir);
 });
-
-function codeOf(f: () => unknown): number {
-  try {
-    f();
-    return Code.OK;
-  } catch (err) {
-    return FeatureStoreError.from(err).code;
-  }
-}
 
 describe("the tokens file", () => {
   test("a line is name, scopes, sha256:hex; comments and blank lines are skipped; scopes imply the lower ones", () => {
@@ -76,19 +68,19 @@ describe("the tokens file", () => {
     try {
       const r = auth.fromHeader(`Bearer ${reader.token}`, "test")!;
       expect(r.name).toBe("reader");
-      expect(codeOf(() => auth.authorize(r, Method.GetFeatures, "test"))).toBe(Code.OK);
-      expect(codeOf(() => auth.authorize(r, Method.SetFeatures, "test"))).toBe(Code.PermissionDenied);
-      expect(codeOf(() => auth.fromHeader(null, "test"))).toBe(Code.Unauthenticated);
-      expect(codeOf(() => auth.fromHeader("Basic abc", "test"))).toBe(Code.Unauthenticated);
-      expect(codeOf(() => auth.fromHeader("Bearer nope", "test"))).toBe(Code.Unauthenticated);
+      expect(codeOfSync(() => auth.authorize(r, Method.GetFeatures, "test"))).toBe(Code.OK);
+      expect(codeOfSync(() => auth.authorize(r, Method.SetFeatures, "test"))).toBe(Code.PermissionDenied);
+      expect(codeOfSync(() => auth.fromHeader(null, "test"))).toBe(Code.Unauthenticated);
+      expect(codeOfSync(() => auth.fromHeader("Basic abc", "test"))).toBe(Code.Unauthenticated);
+      expect(codeOfSync(() => auth.fromHeader("Bearer nope", "test"))).toBe(Code.Unauthenticated);
       expect([...auth.failures]).toEqual([1, 1, 1, 1, 0]);
       const w = auth.fromToken(writer.token, "test");
       writeFileSync(file, `${reader.line}\n`);
       auth.reload();
       expect(w.scopes).toBe(0);
-      expect(codeOf(() => auth.authorize(w, Method.GetFeatures, "test"))).toBe(Code.Unauthenticated);
-      expect(codeOf(() => auth.fromToken(writer.token, "test"))).toBe(Code.Unauthenticated);
-      expect(codeOf(() => auth.authorize(r, Method.GetFeatures, "test"))).toBe(Code.OK);
+      expect(codeOfSync(() => auth.authorize(w, Method.GetFeatures, "test"))).toBe(Code.Unauthenticated);
+      expect(codeOfSync(() => auth.fromToken(writer.token, "test"))).toBe(Code.Unauthenticated);
+      expect(codeOfSync(() => auth.authorize(r, Method.GetFeatures, "test"))).toBe(Code.OK);
       // A broken file on reload is refused: the previous tokens stay in force.
       writeFileSync(file, "garbage\n");
       auth.reload();

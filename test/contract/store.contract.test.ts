@@ -24,6 +24,7 @@ import { Code, FeatureStoreError } from "../../src/codec/status.ts";
 import { ProtoWriter } from "../../src/codec/wire.ts";
 import { EmbeddedFeatureStore } from "../../src/service/embedded.ts";
 import type { FeatureService } from "../../src/service/service.ts";
+import { codeOf } from "../codes.ts";
 import { openRedisApi } from "../redis/api.ts";
 import { type RedisCluster, type RedisNode, startCluster, startRedis } from "../redis/harness.ts";
 
@@ -121,16 +122,6 @@ afterAll(async () => {
   await standalone?.stop();
   await cluster?.stop();
 });
-
-/** The status code `f` fails with, or OK. */
-async function codeOf(f: () => unknown): Promise<number> {
-  try {
-    await f();
-    return Code.OK;
-  } catch (err) {
-    return FeatureStoreError.from(err).code;
-  }
-}
 
 for (const backend of BACKENDS) {
   describe(`store contract: ${backend.name}`, () => {

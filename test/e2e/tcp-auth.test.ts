@@ -10,9 +10,10 @@ import { TlsSource } from "../../src/auth/tls.ts";
 import { Auth, AuthFailure } from "../../src/auth/tokens.ts";
 import { FeatureStoreClient } from "../../src/client/index.ts";
 import { Method } from "../../src/codec/frame.ts";
-import { Code, FeatureStoreError } from "../../src/codec/status.ts";
+import { Code } from "../../src/codec/status.ts";
 import { silentLogger } from "../../src/log/index.ts";
 import { makePki, makeTokens, type Pki, removeDir, type TestTokens } from "../auth/certs.ts";
+import { codeOf } from "../codes.ts";
 import { startTestTcpServer } from "./fixture.ts";
 import { frame, RawPeer, text } from "./raw.ts";
 
@@ -28,15 +29,6 @@ afterAll(() => removeDir(pki.dir));
 afterEach(async () => {
   for (const stop of stops.splice(0).reverse()) await stop();
 });
-
-async function codeOf(p: Promise<unknown>): Promise<number> {
-  try {
-    await p;
-    return Code.OK;
-  } catch (err) {
-    return FeatureStoreError.from(err).code;
-  }
-}
 
 function start(opts: { tls?: "tls" | "mtls" } = {}) {
   const auth = new Auth({ tokensFile: tokens.file, logger: silentLogger });

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { FeatureStoreClient } from "../../src/client/index.ts";
 import { Code, FeatureStoreError } from "../../src/codec/status.ts";
+import { codeOf } from "../codes.ts";
 import { startTestTcpServer } from "./fixture.ts";
 
 let srv: ReturnType<typeof startTestTcpServer>;
@@ -14,15 +15,6 @@ afterAll(async () => {
   await client.close();
   await srv.server.drain(1000);
 });
-
-async function codeOf(p: Promise<unknown>): Promise<number> {
-  try {
-    await p;
-    return Code.OK;
-  } catch (err) {
-    return FeatureStoreError.from(err).code;
-  }
-}
 
 describe("every method over real sockets", () => {
   test("SetFeatures then GetFeatures returns typed values", async () => {

@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { FeatureStoreClient } from "../../src/client/index.ts";
 import { Code, FeatureStoreError } from "../../src/codec/status.ts";
+import { codeOf } from "../codes.ts";
 import {
   connect,
   diff,
@@ -44,15 +45,6 @@ async function until(what: string, f: () => boolean | Promise<boolean>): Promise
     await Bun.sleep(POLL_MS);
   }
   return performance.now() - started;
-}
-
-async function codeOf(p: Promise<unknown>): Promise<number> {
-  try {
-    await p;
-    return Code.OK;
-  } catch (err) {
-    return FeatureStoreError.from(err).code;
-  }
 }
 
 function percentile(sorted: number[], q: number): number {

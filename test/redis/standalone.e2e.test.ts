@@ -7,7 +7,8 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import type { FeatureStoreClient } from "../../src/client/index.ts";
-import { Code, FeatureStoreError } from "../../src/codec/status.ts";
+import { Code } from "../../src/codec/status.ts";
+import { codeOf } from "../codes.ts";
 import {
   connect,
   removeDir,
@@ -38,15 +39,6 @@ async function until(what: string, f: () => boolean | Promise<boolean>): Promise
   while (!(await f())) {
     if (performance.now() - started > WAIT_MS) throw new Error(`gave up waiting: ${what}`);
     await Bun.sleep(POLL_MS);
-  }
-}
-
-async function codeOf(p: Promise<unknown>): Promise<number> {
-  try {
-    await p;
-    return Code.OK;
-  } catch (err) {
-    return FeatureStoreError.from(err).code;
   }
 }
 

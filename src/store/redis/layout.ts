@@ -17,7 +17,7 @@
  * A record (what the near-cache and the service work on) is built from a hash as the run of
  * canonical map entries the service writes (service.ts): `0x12 len (0x0a len name 0x12 len value)`.
  */
-import { ValueField } from "../../codec/features.ts";
+import { VALUE_WIRE_TYPES } from "../../codec/value.ts";
 import { type ProtoWriter, varintSize, WireType } from "../../codec/wire.ts";
 
 /** The key of an entity: the prefix, then the id bytes. */
@@ -28,17 +28,6 @@ export function entityKey(prefix: Uint8Array, id: Uint8Array): Buffer {
   return key;
 }
 
-/** Expected wire type of each FeatureValue field, by field number. */
-const WIRE_TYPES: (number | undefined)[] = [];
-WIRE_TYPES[ValueField.Int] = WireType.Varint;
-WIRE_TYPES[ValueField.Double] = WireType.Fixed64;
-WIRE_TYPES[ValueField.String] = WireType.Bytes;
-WIRE_TYPES[ValueField.Bool] = WireType.Varint;
-WIRE_TYPES[ValueField.Bytes] = WireType.Bytes;
-WIRE_TYPES[ValueField.FloatList] = WireType.Bytes;
-WIRE_TYPES[ValueField.IntList] = WireType.Bytes;
-WIRE_TYPES[ValueField.StringList] = WireType.Bytes;
-
 /**
  * True when `v` is one FeatureValue field of a known number with its wire type, exactly
  * filling `v`: what this server writes, and what a batch job writing the layout must write.
@@ -48,7 +37,7 @@ WIRE_TYPES[ValueField.StringList] = WireType.Bytes;
 export function isFeatureValue(v: Uint8Array): boolean {
   if (v.length < 2 || v[0]! >= 0x80) return false;
   const wt = v[0]! & 7;
-  if (WIRE_TYPES[v[0]! >>> 3] !== wt) return false;
+  if (VALUE_WIRE_TYPES[v[0]! >>> 3] !== wt) return false;
   if (wt === WireType.Fixed64) return v.length === 9;
   let pos = 1;
   let len = 0;

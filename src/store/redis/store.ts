@@ -23,19 +23,16 @@
  * replicas have it (one WAIT per master per turn). The near-cache entry is dropped when the
  * write is sent; the next read loads the result.
  */
-import { type CacheOptions, ShardedLruCache } from "../../cache/index.ts";
+import type { CacheOptions } from "../../cache/index.ts";
 import { Code, FeatureStoreError } from "../../codec/status.ts";
 import { ProtoWriter } from "../../codec/wire.ts";
 import { LimitedLog, type Logger, silentLogger } from "../../log/index.ts";
 import type { RedisStats } from "../../metrics/prometheus.ts";
+import { ABSENT, CacheFront, NOT_CACHED } from "../cache-front.ts";
 import { PENDING, type RemoteStore } from "../types.ts";
 import { entityKey, recordOf, SET_SCRIPT } from "./layout.ts";
 import { type InvalidationSink, RedisLink, type RedisLinkOptions } from "./link.ts";
 
-/** Cached for an entity known to be absent: a record never starts with a 0 byte. */
-const ABSENT = new Uint8Array([0]);
-/** The handle of a record served from a landed load rather than the near-cache. */
-const LANDED = 0x7fffffff;
 /** How often landed loads are let go when no load lands, ms. */
 const LANDED_SWEEP_MS = 1000;
 
@@ -85,9 +82,8 @@ interface Batch {
   settle: (err?: FeatureStoreError) => void;
 }
 
-export class RedisStore implements RemoteStore, InvalidationSink {
+export class RedisStore extends CacheFront implements RemoteStore, InvalidationSink {
   readonly remote = true;
-  readonly cache: ShardedLruCache;
   private link: RedisLink | null = null;
   private readonly scriptSha = new Bun.CryptoHasher("sha1").update(SET_SCRIPT).digest("hex");
   private readonly opts: RedisStoreOptions;
@@ -103,9 +99,6 @@ export class RedisStore implements RemoteStore, InvalidationSink {
   private landedQueue: Load[] = [];
   private landedHead = 0;
   private readonly sweepTimer: ReturnType<typeof setInterval>;
-  /** The record behind handle LANDED. */
-  private landed: Uint8Array = ABSENT;
-  private landedExpiresAt = 0;
   private paused = false;
   private closed = false;
   /** This turn's WAITs, one per master that took writes: a key of it, and the writes' wait. */
@@ -118,8 +111,8 @@ export class RedisStore implements RemoteStore, InvalidationSink {
   readonly stats = { loads: 0, invalidations: 0, flushes: 0, skippedFields: 0 };
 
   constructor(opts: RedisStoreOptions) {
+    super(opts.cache);
     this.opts = opts;
-    this.cache = new ShardedLruCache(opts.cache);
     this.prefix = Buffer.from(opts.prefix, "utf8");
     this.logger = opts.logger ?? silentLogger;
     this.logInvalid = new LimitedLog(this.logger, "warn", "Redis hash field is not a FeatureValue");
@@ -160,13 +153,8 @@ export class RedisStore implements RemoteStore, InvalidationSink {
   // ---- reads ------------------------------------------------------------------------------
 
   find(key: Uint8Array, start: number, end: number): number {
-    const cache = this.cache;
-    const h = cache.find(key, start, end);
-    if (h >= 0) {
-      if (cache.valueLength(h) === 1 && cache.arenaOf(h)[cache.valueOffset(h)] === 0) return -1;
-      return h;
-    }
-    return this.miss(key, start, end);
+    const h = this.lookup(key, start, end);
+    return h === NOT_CACHED ? this.miss(key, start, end) : h;
   }
 
   private miss(key: Uint8Array, start: number, end: number): number {
@@ -176,9 +164,7 @@ export class RedisStore implements RemoteStore, InvalidationSink {
       if (load.state !== State.Landed) return PENDING;
       if (this.isFresh(load)) {
         if (load.record === null) return -1;
-        this.landed = load.record;
-        this.landedExpiresAt = load.expiresAt;
-        return LANDED;
+        return this.serveSide(load.record, load.expiresAt);
       }
       this.loads.delete(id);
     }
@@ -318,23 +304,6 @@ export class RedisStore implements RemoteStore, InvalidationSink {
     this.cache.set(id, value, ttl);
   }
 
-  arena(handle: number): Uint8Array {
-    return handle === LANDED ? this.landed : this.cache.arenaOf(handle);
-  }
-  offset(handle: number): number {
-    return handle === LANDED ? 0 : this.cache.valueOffset(handle);
-  }
-  length(handle: number): number {
-    return handle === LANDED ? this.landed.length : this.cache.valueLength(handle);
-  }
-  copyTo(handle: number, dst: Uint8Array, at: number): number {
-    if (handle !== LANDED) return this.cache.copyValue(handle, dst, at);
-    dst.set(this.landed, at);
-    return this.landed.length;
-  }
-  expiresAt(handle: number): number {
-    return handle === LANDED ? this.landedExpiresAt : this.cache.expiresAt(handle);
-  }
   now(): number {
     return Date.now();
   }

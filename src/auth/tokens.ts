@@ -267,7 +267,8 @@ export class Auth {
     name?: string,
   ): FeatureStoreError {
     this.failures[reason]!++;
-    this.logFailure.log({ reason: AUTH_FAILURE_NAMES[reason], transport, token: name });
+    // The message says what was wrong (never the token itself); the name is the token's name.
+    this.logFailure.log({ reason: AUTH_FAILURE_NAMES[reason], transport, token: name, message });
     return new FeatureStoreError(code, message);
   }
 

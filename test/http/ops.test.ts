@@ -1,4 +1,4 @@
-/** What operators and browsers see: CORS, /health, /ready, /metrics, and a graceful stop. */
+/** What operators see: /health, /ready, /metrics, and a graceful stop (CORS: cors.test.ts). */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { HotMetrics } from "../../src/metrics/hot.ts";
 import { postJson, startTestHttpServer, type TestHttpServer } from "./fixture.ts";
@@ -8,47 +8,6 @@ beforeAll(() => {
   s = startTestHttpServer({ maxBodyBytes: 4096 });
 });
 afterAll(() => s.server.stop());
-
-describe("CORS", () => {
-  test("a preflight is answered 204 with the Connect and gRPC-web headers allowed", async () => {
-    const res = await fetch(s.rpc("GetFeatures"), {
-      method: "OPTIONS",
-      headers: {
-        origin: "https://dashboard.example",
-        "access-control-request-method": "POST",
-        "access-control-request-headers": "content-type,connect-protocol-version,x-trace-id",
-      },
-    });
-    expect(res.status).toBe(204);
-    expect(res.headers.get("access-control-allow-origin")).toBe("*");
-    expect(res.headers.get("access-control-allow-methods")).toContain("POST");
-    const allowed = res.headers.get("access-control-allow-headers")!.toLowerCase();
-    for (const h of [
-      "content-type",
-      "connect-protocol-version",
-      "connect-timeout-ms",
-      "x-grpc-web",
-      "grpc-timeout",
-      "x-trace-id",
-    ])
-      expect(allowed).toContain(h);
-    expect(Number(res.headers.get("access-control-max-age"))).toBeGreaterThan(0);
-  });
-
-  test("answers, errors included, expose the gRPC-web status headers to the page", async () => {
-    for (const body of [{ entityId: "x" }, { entityId: "" }]) {
-      const res = await fetch(s.rpc("GetFeatures"), {
-        method: "POST",
-        headers: { origin: "https://dashboard.example", "content-type": "application/json" },
-        body: JSON.stringify(body),
-      });
-      await res.arrayBuffer();
-      expect(res.headers.get("access-control-allow-origin")).toBe("*");
-      expect(res.headers.get("access-control-expose-headers")!.toLowerCase()).toContain("grpc-status");
-      expect(res.headers.get("access-control-expose-headers")!.toLowerCase()).toContain("grpc-message");
-    }
-  });
-});
 
 describe("probes", () => {
   test("/health answers 200 while the process serves", async () => {

@@ -7,6 +7,7 @@
  * copied out of it before the handler's first `await` after the service call, so a request
  * resumed later never sees another one's bytes.
  */
+import type { Auth } from "../../auth/tokens.ts";
 import { isWriteMethod } from "../../codec/frame.ts";
 import { Code, FeatureStoreError } from "../../codec/status.ts";
 import { ProtoReader, ProtoWriter, WireType } from "../../codec/wire.ts";
@@ -28,7 +29,7 @@ const SHRINK_ABOVE_BYTES = 4 * 1024 * 1024;
 /** The options a `HandlerContext` is built from. */
 export type HandlerContextOptions = Pick<
   HttpServerOptions,
-  "service" | "metrics" | "logger" | "maxBodyBytes" | "sync"
+  "service" | "metrics" | "logger" | "maxBodyBytes" | "sync" | "auth"
 >;
 
 /** The state and helpers the Connect and gRPC-web handlers share (one per server). */
@@ -41,6 +42,8 @@ export class HandlerContext {
   readonly logger: Logger;
   /** Largest request message, bytes (MAX_FRAME_BYTES). */
   readonly maxBodyBytes: number;
+  /** Tokens and scopes; each handler builds its check from it once (auth.ts `rpcGuard`). */
+  readonly auth: Auth | undefined;
   /** Response messages are built here; every answer is copied out before the next await. */
   readonly out = new ProtoWriter(WRITER_BYTES);
   /** JSON requests are encoded to binary here. */
@@ -60,6 +63,7 @@ export class HandlerContext {
     this.metrics = opts.metrics;
     this.logger = opts.logger;
     this.maxBodyBytes = opts.maxBodyBytes;
+    this.auth = opts.auth;
     this.clock = opts.metrics.enabled ? () => performance.now() : () => 0;
     const sync = opts.sync ?? (() => null);
     this.durable = async (m: MethodInfo): Promise<void> => {

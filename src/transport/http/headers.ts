@@ -19,3 +19,7 @@ export const headerAllow = "allow";
 export const headerAcceptPost = "accept-post";
 /** The only message encoding this server accepts (no compression), in every encoding header. */
 export const encodingIdentity = "identity";
+/** `Bearer <token>` on every RPC when authentication is on (and on /metrics with METRICS_AUTH). */
+export const headerAuthorization = "authorization";
+/** `Bearer` on a 401 answer (RFC 6750 section 3), telling curl users what to send. */
+export const headerWwwAuthenticate = "www-authenticate";

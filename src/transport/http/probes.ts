@@ -4,11 +4,15 @@
  * ```
  * /health   liveness: 200 while the process serves
  * /ready    readiness: 200 when isReady(), else 503
- * /metrics  Prometheus text format
+ * /metrics  Prometheus text format; with METRICS_AUTH, only with a valid token (any scope)
  * ```
+ *
+ * /health and /ready stay open whatever the authentication: orchestrators probe them without
+ * credentials, and they reveal nothing but up/ready.
  */
-import { JSON_HEADERS } from "./connect/protocol.ts";
-import { CORS_HEADERS } from "./cors.ts";
+import { FeatureStoreError } from "../../codec/status.ts";
+import { metricsGuard, refusalHeaders, type TokenGuard } from "./auth.ts";
+import { connectErrorResponse, JSON_HEADERS } from "./connect/protocol.ts";
 import { headerCacheControl, headerContentType } from "./headers.ts";
 import type { HttpServerOptions } from "./server.ts";
 
@@ -20,29 +24,43 @@ export const READY_PATH = "/ready";
 export const METRICS_PATH = "/metrics";
 
 const PROBE_HEADERS = { ...JSON_HEADERS, [headerCacheControl]: "no-store" };
-const TEXT_HEADERS = {
-  [headerContentType]: "text/plain; charset=utf-8",
-  [headerCacheControl]: "no-store",
-  ...CORS_HEADERS,
-};
 
 /** Answers the probe paths, from the server's registry and readiness check. */
 export class Probes {
-  constructor(private readonly opts: Pick<HttpServerOptions, "registry" | "isReady">) {}
+  /** The /metrics token check, decided once (METRICS_AUTH). */
+  private readonly guard: TokenGuard;
+
+  /** Throws when `metricsAuth` is set without an enabled `auth`. */
+  constructor(
+    private readonly opts: Pick<HttpServerOptions, "registry" | "isReady" | "auth" | "metricsAuth">,
+  ) {
+    this.guard = metricsGuard(opts.auth, opts.metricsAuth ?? false);
+  }
 
   /** The answer to a GET or HEAD of `path`, or undefined when `path` is no probe. */
-  answer(path: string): Response | Promise<Response> | undefined {
+  answer(path: string, headers: Headers): Response | Promise<Response> | undefined {
     if (path === HEALTH_PATH) return probe(200, "ok");
     if (path === READY_PATH) return this.opts.isReady() ? probe(200, "ready") : probe(503, "not ready");
-    if (path === METRICS_PATH) return this.metrics();
+    if (path === METRICS_PATH) return this.metrics(headers);
     return undefined;
   }
 
-  /** The registry's metrics in its content type, gathered now (scrape time is when they cost). */
-  private async metrics(): Promise<Response> {
+  /**
+   * The registry's metrics in its content type, gathered now (scrape time is when they cost);
+   * 401 with a Connect error body when METRICS_AUTH is on and the token is missing or unknown.
+   */
+  private async metrics(headers: Headers): Promise<Response> {
+    try {
+      this.guard(headers);
+    } catch (err) {
+      const e = FeatureStoreError.from(err);
+      return connectErrorResponse(e, refusalHeaders(e, false));
+    }
     const registry = this.opts.registry;
     const text = await registry.metrics();
-    return new Response(text, { headers: { ...TEXT_HEADERS, [headerContentType]: registry.contentType } });
+    return new Response(text, {
+      headers: { [headerContentType]: registry.contentType, [headerCacheControl]: "no-store" },
+    });
   }
 }
 

@@ -12,13 +12,18 @@
  * OPTIONS *      CORS preflight
  * GET  /health   liveness: 200 while the process serves
  * GET  /ready    readiness: 200 when isReady(), else 503
- * GET  /metrics  Prometheus text format
+ * GET  /metrics  Prometheus text format (a token required with METRICS_AUTH)
  * ```
+ *
+ * Security, each part decided once when the server starts: every RPC checks its bearer token
+ * (auth.ts), CORS answers only the configured origins (cors.ts), and TLS, with client
+ * certificates when a CA is given, is the listener's (listener.ts).
  *
  * Layout, after connect-es (packages/connect/src): this file is the Bun.serve wiring and the
  * router; shared machinery beside it (context.ts, body.ts, headers.ts, probes.ts, cors.ts,
- * json.ts, schema.ts); one folder per wire protocol (connect/, grpcweb/), each with its
- * header names, its framing and error answers (protocol.ts) and its handler (handler.ts).
+ * auth.ts, listener.ts, json.ts, schema.ts); one folder per wire protocol (connect/,
+ * grpcweb/), each with its header names, its framing and error answers (protocol.ts) and its
+ * handler (handler.ts).
  */
 
 import type { TlsSource } from "../../auth/tls.ts";
@@ -31,7 +36,7 @@ import { ConnectHandler } from "./connect/handler.ts";
 import { connectBinary, httpRefusal, JSON_HEADERS } from "./connect/protocol.ts";
 import { paramEncoding } from "./connect/query-params.ts";
 import { HandlerContext } from "./context.ts";
-import { preflight } from "./cors.ts";
+import { type Cors, createCors } from "./cors.ts";
 import { GrpcWebHandler } from "./grpcweb/handler.ts";
 import {
   DEFAULT_VARIANT,
@@ -40,6 +45,7 @@ import {
   looksLikeGrpcWeb,
 } from "./grpcweb/protocol.ts";
 import { headerAcceptPost, headerAllow, headerContentType } from "./headers.ts";
+import { Listener } from "./listener.ts";
 import { Probes } from "./probes.ts";
 import { loadSchema, type MethodInfo, SERVICE_NAME, type ServiceSchema } from "./schema.ts";
 
@@ -70,13 +76,23 @@ export interface HttpServerOptions {
   sync?: () => Promise<void> | null;
   /** /ready answers 200 only while this returns true (store loaded, not draining). */
   isReady: () => boolean;
-  /** Tokens and scopes (AUTH_TOKENS_FILE); absent or disabled = every call allowed. */
+  /**
+   * Tokens and scopes (AUTH_TOKENS_FILE): every Connect and gRPC-web call needs
+   * `authorization: Bearer <token>` with the method's scope. Absent or disabled = every call
+   * allowed, at no cost per request.
+   */
   auth?: Auth;
-  /** /metrics requires a token (METRICS_AUTH). */
+  /** /metrics requires a valid token of any scope (METRICS_AUTH); needs an enabled `auth`. Default false. */
   metricsAuth?: boolean;
-  /** TLS on this port (TLS_CERT_FILE ...); absent = plaintext. */
+  /**
+   * TLS on this port (TLS_CERT_FILE, TLS_KEY_FILE; TLS_CA_FILE = client certificates required),
+   * a new certificate used for new connections when the files change. Absent or null = plaintext.
+   */
   tls?: TlsSource | null;
-  /** Origins allowed to call cross-origin (CORS_ORIGINS); empty = none, ["*"] = any. */
+  /**
+   * Origins allowed to call cross-origin (CORS_ORIGINS): empty or absent = none (no CORS
+   * headers at all), a list = those origins, ["*"] = any.
+   */
   corsOrigins?: readonly string[];
 }
 
@@ -97,23 +113,22 @@ const SERVICE_PREFIX = `/${SERVICE_NAME}/`;
 const ACCEPT_POST =
   "application/proto, application/json, application/grpc-web+proto, application/grpc-web-text+proto";
 
-/** Starts the HTTP server. Throws if the port cannot be bound. */
+/**
+ * Starts the HTTP server. Throws if the port cannot be bound, or when `metricsAuth` is set
+ * without an enabled `auth`.
+ */
 export function startHttpServer(opts: HttpServerOptions): HttpServer {
   const ctx = new HandlerContext(opts);
-  const router = new Router(ctx, loadSchema(), new Probes(opts));
+  const cors = createCors(opts.corsOrigins ?? []);
+  const router = new Router(ctx, loadSchema(), new Probes(opts), cors);
   const logHandlerFailure = new LimitedLog(opts.logger, "error", "http handler failed");
 
-  const server = Bun.serve({
-    hostname: opts.host,
+  const server = new Listener({
+    host: opts.host,
     port: opts.port,
-    development: false,
-    // Bun's own limit would answer 413 with no protocol body before our handler runs; ours
-    // (readBody) answers in Connect or gRPC-web terms, from Content-Length before anything is
-    // buffered, and stops reading a body without one as soon as it passes the limit.
-    maxRequestBodySize: Number.MAX_SAFE_INTEGER,
-    fetch(req) {
-      return router.route(req);
-    },
+    logger: opts.logger,
+    tls: opts.tls,
+    fetch: cors.wrap((req) => router.route(req)),
     error(err) {
       logHandlerFailure.log({ err });
       return new Response(JSON.stringify({ code: "internal", message: "internal error" }), {
@@ -125,7 +140,7 @@ export function startHttpServer(opts: HttpServerOptions): HttpServer {
 
   let stopping: Promise<void> | null = null;
   return {
-    port: server.port ?? opts.port,
+    port: server.port,
     stop(forceAfterMs = 10_000) {
       if (stopping === null) {
         ctx.flushLog();
@@ -157,6 +172,7 @@ class Router {
     private readonly ctx: HandlerContext,
     private readonly schema: ServiceSchema,
     private readonly probes: Probes,
+    private readonly cors: Cors,
   ) {
     this.connect = new ConnectHandler(ctx);
     this.grpcWeb = new GrpcWebHandler(ctx);
@@ -189,7 +205,7 @@ class Router {
       );
     }
     if (verb === "GET") return this.connectGet(req, m, url);
-    if (verb === "OPTIONS") return preflight(req);
+    if (verb === "OPTIONS") return this.cors.preflight(req);
     this.ctx.metrics.reject(Reject.HttpMethodNotAllowed);
     const allow = m.sideEffectFree ? "GET, POST" : "POST";
     return looksLikeGrpcWeb(contentType)
@@ -223,9 +239,9 @@ class Router {
   /** A request to any other path: a preflight, a probe, or 404 (UNIMPLEMENTED for an unknown method). */
   private async other(req: Request, path: string): Promise<Response> {
     const verb = req.method;
-    if (verb === "OPTIONS") return preflight(req);
+    if (verb === "OPTIONS") return this.cors.preflight(req);
     if (verb === "GET" || verb === "HEAD") {
-      const answer = this.probes.answer(path);
+      const answer = this.probes.answer(path, req.headers);
       if (answer !== undefined) return answer;
     }
     this.ctx.metrics.reject(Reject.HttpNotFound);

@@ -5,10 +5,14 @@
  *
  * Binary messages go straight to `service.handle`; JSON is translated to binary in the shared
  * scratch writer first, and the answer back to JSON (json.ts).
+ *
+ * The caller's token is checked first, before any other header or the body (auth.ts): a
+ * refusal is a Connect error, 401 UNAUTHENTICATED or 403 PERMISSION_DENIED.
  */
 import { Code, FeatureStoreError } from "../../../codec/status.ts";
 import { Transport } from "../../../metrics/hot.ts";
 import { settleDeferred } from "../../../service/service.ts";
+import { isAuthRefusal, type RpcGuard, refusalHeaders, rpcGuard } from "../auth.ts";
 import { decodeBase64 } from "../base64.ts";
 import { checkDeadline, closeAfter, deadlineAfter, readBody, tooLarge } from "../body.ts";
 import { type HandlerContext, jsonAnswer } from "../context.ts";
@@ -37,7 +41,12 @@ const MESSAGE_PARAM = `the ${paramMessage} parameter`;
 
 /** Answers Connect unary calls; one per server, over the server's `HandlerContext`. */
 export class ConnectHandler {
-  constructor(private readonly ctx: HandlerContext) {}
+  /** The token check, decided once: a no-op when authentication is off. */
+  private readonly guard: RpcGuard;
+
+  constructor(private readonly ctx: HandlerContext) {
+    this.guard = rpcGuard(ctx.auth, "connect");
+  }
 
   /**
    * Runs one call and answers it: the response message, or a Connect error (JSON body, the
@@ -54,6 +63,7 @@ export class ConnectHandler {
     let code: number = Code.OK;
     try {
       const h = req.headers;
+      this.guard(h, m);
       checkVersion(h, query);
       const encoding = query
         ? query.get(paramCompression)
@@ -72,7 +82,8 @@ export class ConnectHandler {
       const e = FeatureStoreError.from(err);
       code = e.code;
       ctx.logFailure(m, "connect", e);
-      return connectErrorResponse(e, closeAfter(e));
+      // Only the guard refuses a caller, and it runs before a POST's body is read.
+      return connectErrorResponse(e, isAuthRefusal(e) ? refusalHeaders(e, query === null) : closeAfter(e));
     } finally {
       ctx.finish(Transport.Connect, m, code, t0);
     }

@@ -4,7 +4,6 @@
  * what connect-es servers do (packages/connect/src/protocol-connect/).
  */
 import { CODE_NAMES, Code, FeatureStoreError } from "../../../codec/status.ts";
-import { CORS_HEADERS } from "../cors.ts";
 import { headerContentType } from "../headers.ts";
 import { headerTimeout } from "./headers.ts";
 
@@ -18,9 +17,9 @@ export function connectBinary(contentType: string): number {
 }
 
 /** Headers of a binary answer, built once. */
-export const PROTO_HEADERS = { [headerContentType]: "application/proto", ...CORS_HEADERS };
+export const PROTO_HEADERS = { [headerContentType]: "application/proto" };
 /** Headers of a JSON answer (and of every error answer), built once. */
-export const JSON_HEADERS = { [headerContentType]: "application/json", ...CORS_HEADERS };
+export const JSON_HEADERS = { [headerContentType]: "application/json" };
 
 /** The HTTP status the Connect spec maps each code to (https://connectrpc.com/docs/protocol#error-codes). */
 const HTTP_STATUS: readonly number[] = (() => {

@@ -2,12 +2,16 @@
  * The gRPC-web unary handler: one length-prefixed message in (binary, base64 text, or +json),
  * one data frame and the OK trailers frame out, or a trailers-only error answer (framing in
  * protocol.ts). The router (server.ts) has already chosen the method and the variant.
+ *
+ * The caller's token is checked first, before any other header or the body (auth.ts): a
+ * refusal is a trailers-only answer with grpc-status 16 (UNAUTHENTICATED) or 7 (PERMISSION_DENIED).
  */
 import { Code, FeatureStoreError } from "../../../codec/status.ts";
 import { Transport } from "../../../metrics/hot.ts";
 import { type Deferred, settleDeferred } from "../../../service/service.ts";
+import { type RpcGuard, rpcGuard } from "../auth.ts";
 import { decodeBase64Chunks } from "../base64.ts";
-import { checkDeadline, closeAfter, deadlineAfter, readBody, tooLarge } from "../body.ts";
+import { CLOSE, checkDeadline, closeAfter, deadlineAfter, readBody, tooLarge } from "../body.ts";
 import { type HandlerContext, outputJson } from "../context.ts";
 import { encodingIdentity } from "../headers.ts";
 import { jsonBytesToBinary } from "../json.ts";
@@ -33,8 +37,11 @@ export class GrpcWebHandler {
   private readonly limit: number;
   /** Largest gRPC-web-text body, bytes: the base64 of `limit`, + slack for chunk padding and newlines. */
   private readonly textLimit: number;
+  /** The token check, decided once: a no-op when authentication is off. */
+  private readonly guard: RpcGuard;
 
   constructor(private readonly ctx: HandlerContext) {
+    this.guard = rpcGuard(ctx.auth, "grpc-web");
     this.limit = ctx.maxBodyBytes + PREFIX_BYTES;
     this.textLimit = Math.ceil(this.limit / 3) * 4 + 64;
   }
@@ -49,6 +56,7 @@ export class GrpcWebHandler {
     let code: number = Code.OK;
     try {
       const h = req.headers;
+      this.guard(h, m);
       const encoding = h.get(headerGrpcEncoding);
       if (encoding !== null && encoding !== encodingIdentity)
         throw ctx.unsupportedEncoding(headerGrpcEncoding, encoding);
@@ -65,7 +73,14 @@ export class GrpcWebHandler {
       const e = FeatureStoreError.from(err);
       code = e.code;
       ctx.logFailure(m, "grpc-web", e);
-      return grpcWebErrorResponse(v, e.code, e.message, 200, closeAfter(e));
+      // Only the guard answers UNAUTHENTICATED, before the body is read: see auth.ts.
+      return grpcWebErrorResponse(
+        v,
+        e.code,
+        e.message,
+        200,
+        e.code === Code.Unauthenticated ? CLOSE : closeAfter(e),
+      );
     } finally {
       ctx.finish(Transport.GrpcWeb, m, code, t0);
     }

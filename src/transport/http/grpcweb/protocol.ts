@@ -24,7 +24,6 @@ import {
   readU32BE,
   writeU32BE,
 } from "../../grpc-wire.ts";
-import { CORS_HEADERS } from "../cors.ts";
 import { headerContentType } from "../headers.ts";
 
 // Shared with native gRPC (src/transport/grpc): the message prefix, timeouts, status messages.
@@ -50,7 +49,7 @@ const variants: GrpcWebVariant[] = [];
 for (const text of [false, true])
   for (const json of [false, true]) {
     const contentType = `application/grpc-web${text ? "-text" : ""}+${json ? "json" : "proto"}`;
-    variants.push({ text, json, headers: { [headerContentType]: contentType, ...CORS_HEADERS } });
+    variants.push({ text, json, headers: { [headerContentType]: contentType } });
   }
 
 /** The variant for a request content type, or undefined when it is not gRPC-web. */

@@ -102,9 +102,13 @@ export class TlsSource {
     return this.files.caFile !== null;
   }
 
-  /** Calls `f` with the new material after every successful reload. */
-  onChange(f: (m: TlsMaterial) => void): void {
+  /** Calls `f` with the new material after every successful reload; returns the unsubscribe. */
+  onChange(f: (m: TlsMaterial) => void): () => void {
     this.listeners.push(f);
+    return () => {
+      const i = this.listeners.indexOf(f);
+      if (i >= 0) this.listeners.splice(i, 1);
+    };
   }
 
   /** Reads the files again (on change, or SIGHUP); keeps the old material if they do not load. */

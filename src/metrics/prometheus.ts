@@ -361,6 +361,15 @@ export function createMetricsRegistry(opts: MetricsRegistryOptions): Registry {
       // Event-loop lag resolution: 10 ms (prom-client's default), in the same base unit (seconds).
       eventLoopMonitoringPrecision: 10,
     });
+    // Gauges named *_total, which `promtool check metrics` rejects; the same figures are
+    // exported per type as nodejs_active_handles{type} etc.
+    const prefix = opts.defaultMetricsPrefix ?? "";
+    for (const name of [
+      "nodejs_active_handles_total",
+      "nodejs_active_requests_total",
+      "nodejs_active_resources_total",
+    ])
+      registry.removeSingleMetric(`${prefix}${name}`);
   }
   return registry;
 }

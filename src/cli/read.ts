@@ -1,0 +1,138 @@
+/**
+ * Reads of whole records with their exact types. The typed client turns an int and a double
+ * alike into a JS number, so `get` and `export` would lose the difference between `2` and `2.0`;
+ * these decoders walk the answer bytes themselves (layouts in proto/featurestore/v1) and keep
+ * the FeatureValue field of each value.
+ */
+
+import { type FeatureStoreClient, type FeatureValue, Method } from "../client/index.ts";
+import { readFeatureValue, ValueField } from "../codec/features.ts";
+import { encodeBatchGetRequest, encodeGetFeaturesRequest } from "../codec/messages.ts";
+import { ProtoReader, ProtoWriter, utf8Slice, WireType } from "../codec/wire.ts";
+import type { FeatureType } from "./values.ts";
+
+/** One feature with the type it is stored as. */
+export interface TypedFeature {
+  name: string;
+  type: FeatureType;
+  value: FeatureValue;
+}
+
+export interface TypedRecord {
+  entityId: string;
+  found: boolean;
+  features: TypedFeature[];
+  /** Requested names the entity lacks. */
+  missing: string[];
+}
+
+/** FeatureValue field number -> type name. */
+const TYPE_OF_FIELD: Record<number, FeatureType> = {
+  [ValueField.Int]: "int",
+  [ValueField.Double]: "double",
+  [ValueField.String]: "string",
+  [ValueField.Bool]: "bool",
+  [ValueField.Bytes]: "bytes",
+  [ValueField.FloatList]: "float_list",
+  [ValueField.IntList]: "int_list",
+  [ValueField.StringList]: "string_list",
+};
+
+const w = new ProtoWriter(4096);
+
+/** GetFeatures of one entity (`names` empty: all features), typed exactly. */
+export async function getTyped(
+  client: FeatureStoreClient,
+  id: string,
+  names: readonly string[],
+  deadlineMs: number,
+): Promise<TypedRecord> {
+  w.reset();
+  encodeGetFeaturesRequest(w, id, names.length > 0 ? names : undefined);
+  const body = await client.call(Method.GetFeatures, w.view(), deadlineMs);
+  const r = new ProtoReader().reset(body);
+  return readRecord(r, body);
+}
+
+/** BatchGet of `ids` (one record per id, in order), typed exactly. */
+export async function batchGetTyped(
+  client: FeatureStoreClient,
+  ids: readonly string[],
+  names: readonly string[],
+  deadlineMs: number,
+): Promise<TypedRecord[]> {
+  w.reset();
+  encodeBatchGetRequest(w, ids, names.length > 0 ? names : undefined);
+  const body = await client.call(Method.BatchGet, w.view(), deadlineMs);
+  const out: TypedRecord[] = [];
+  const r = new ProtoReader().reset(body);
+  const inner = new ProtoReader();
+  while (!r.done()) {
+    const tag = r.tag();
+    if (tag === ((1 << 3) | WireType.Bytes)) {
+      r.bytesRange();
+      out.push(readRecord(inner.reset(body, r.fieldStart, r.fieldEnd), body));
+    } else r.skip(tag & 7);
+  }
+  return out;
+}
+
+/** A GetFeaturesResponse: 1 entity_id, 2 map entry { 1 name, 2 FeatureValue }, 3 found, 4 missing. */
+function readRecord(r: ProtoReader, buf: Uint8Array): TypedRecord {
+  const rec: TypedRecord = { entityId: "", found: false, features: [], missing: [] };
+  const end = r.end;
+  while (r.pos < end) {
+    const tag = r.tag();
+    switch (tag) {
+      case (1 << 3) | WireType.Bytes:
+        r.bytesRange();
+        rec.entityId = utf8Slice(buf, r.fieldStart, r.fieldEnd);
+        break;
+      case (2 << 3) | WireType.Bytes: {
+        r.bytesRange();
+        const after = r.pos;
+        rec.features.push(readEntry(buf, r.fieldStart, r.fieldEnd));
+        r.pos = after;
+        r.end = end;
+        break;
+      }
+      case (3 << 3) | WireType.Varint:
+        rec.found = r.varint() !== 0;
+        break;
+      case (4 << 3) | WireType.Bytes:
+        r.bytesRange();
+        rec.missing.push(utf8Slice(buf, r.fieldStart, r.fieldEnd));
+        break;
+      default:
+        r.skip(tag & 7);
+    }
+  }
+  return rec;
+}
+
+const entryReader = new ProtoReader();
+
+function readEntry(buf: Uint8Array, start: number, end: number): TypedFeature {
+  const r = entryReader.reset(buf, start, end);
+  let name = "";
+  let vStart = -1;
+  let vEnd = -1;
+  while (!r.done()) {
+    const tag = r.tag();
+    if (tag === ((1 << 3) | WireType.Bytes)) {
+      r.bytesRange();
+      name = utf8Slice(buf, r.fieldStart, r.fieldEnd);
+    } else if (tag === ((2 << 3) | WireType.Bytes)) {
+      r.bytesRange();
+      vStart = r.fieldStart;
+      vEnd = r.fieldEnd;
+    } else r.skip(tag & 7);
+  }
+  // The value's first tag names its type (the oneof holds one field).
+  const field = vStart < vEnd ? new ProtoReader().reset(buf, vStart, vEnd).tag() >>> 3 : 0;
+  const type = TYPE_OF_FIELD[field] ?? "bytes";
+  const value = readFeatureValue(new ProtoReader().reset(buf, vStart, vEnd), vStart, vEnd);
+  // Keep nothing that points into the connection's buffer.
+  const kept = value instanceof Float32Array ? value.slice() : value;
+  return { name, type, value: kept };
+}

@@ -356,6 +356,22 @@ describe("TCP server: client memory", () => {
 });
 
 describe("TCP server: fairness between connections", () => {
+  test("bytes that wait behind a connection's backlog are copied a bounded number of times (linear, not quadratic)", async () => {
+    const { server, port, internals } = start();
+    try {
+      // 160 frames of 50 KB each (8 MB; Pings, whose body is ignored): a turn answers ~5 of them
+      // (BYTES_PER_TURN), so the rest of every data event waits as the backlog while more
+      // arrives behind it.
+      const burst = repeated(frame(1, Method.Ping, new Uint8Array(50_000)), 160);
+      const answers = await exchange(port, burst, 160);
+      expect(answers.map((a) => a.status)).toEqual(answers.map(() => Code.OK));
+      // The old backlog copied itself whole on every data event: ~30x the bytes here.
+      expect(internals.backlogBytesCopied).toBeLessThan(4 * burst.length);
+    } finally {
+      await server.drain(1000);
+    }
+  });
+
   test("a burst of 100,000 pipelined frames on one connection does not keep another waiting until it is all answered", async () => {
     const { server, port } = start();
     try {

@@ -110,6 +110,8 @@ export interface TcpServerInternals {
   connections(): { inputBytes: number; pendingBytes: number; heldBytes: number }[];
   /** Capacity of the server-wide output writer, bytes. */
   readonly outputCapacity: number;
+  /** Bytes copied into and within backlogs so far (linear in what was sent, never quadratic). */
+  readonly backlogBytesCopied: number;
 }
 
 /**
@@ -233,6 +235,9 @@ class Connection {
    * perhaps the start of one; answered in order before anything it sends later.
    */
   backlog: Uint8Array | null = null;
+  /** The unanswered part of the backlog is backlog[backlogStart, backlogEnd); the rest is room. */
+  backlogStart = 0;
+  backlogEnd = 0;
 
   /** Bytes held for this connection: the capacities of its buffers (what RSS sees). */
   get heldBytes(): number {
@@ -307,6 +312,11 @@ class TcpServerCore implements TcpServer {
   /** Connections with a backlog, in the order their next turn comes; served by one setImmediate. */
   private readonly turns: Sock[] = [];
   private turnScheduled = false;
+  /** Set while a backlog is being answered: what a turn leaves is `backlogRest` into it (-1: none). */
+  private backlogTurn = false;
+  private backlogRest = -1;
+  /** Bytes copied into and within backlogs (unsafeExposeInternals). */
+  private backlogCopied = 0;
   /** When `collectSoon` last asked the GC to run (performance.now()). */
   private lastGcHint = Number.NEGATIVE_INFINITY;
   /** Frames and request bytes answered in the current slice of one connection. */
@@ -502,10 +512,7 @@ class TcpServerCore implements TcpServer {
     conn.lastTick = this.tick;
     if (conn.backlog !== null) {
       // Behind its own backlog: kept in order for its next turn.
-      const grown = new Uint8Array(conn.backlog.length + data.length);
-      grown.set(conn.backlog);
-      grown.set(data, conn.backlog.length);
-      this.setBacklog(socket, conn, grown);
+      this.appendBacklog(conn, data);
       return;
     }
     this.consume(socket, conn, data);
@@ -527,8 +534,9 @@ class TcpServerCore implements TcpServer {
     if (!conn.closing) {
       at = this.parse(socket, conn, data, at, data.length);
       if (!conn.closing && at < data.length) {
-        if (this.sliceOver()) this.setBacklog(socket, conn, data.slice(at));
-        else this.keepRest(conn, data, at);
+        if (!this.sliceOver()) this.keepRest(conn, data, at);
+        else if (this.backlogTurn) this.backlogRest = at;
+        else this.setBacklog(socket, conn, data.slice(at));
       }
     }
     // From here conn.closed means it was cut (client memory, output overflow): nothing to send.
@@ -619,23 +627,56 @@ class TcpServerCore implements TcpServer {
   }
 
   /**
-   * Makes `backlog` the connection's backlog (null: none) and gives it a turn. False when the
-   * client memory budget had to cut this connection for it.
+   * Makes `rest` (a copy of what a data event left) the connection's backlog and gives it a
+   * turn. False when the client memory budget cut the connection instead.
    */
-  private setBacklog(socket: Sock, conn: Connection, backlog: Uint8Array | null): boolean {
-    const old = conn.backlog?.length ?? 0;
-    const now = backlog?.length ?? 0;
-    if (now > old && !this.reserve(conn, now - old)) return false;
-    this.clientMemory += now - old;
-    conn.backlog = backlog;
-    if (backlog !== null && old === 0) {
-      this.turns.push(socket);
-      if (!this.turnScheduled) {
-        this.turnScheduled = true;
-        setImmediate(() => this.nextTurns());
-      }
-    }
+  private setBacklog(socket: Sock, conn: Connection, rest: Uint8Array): boolean {
+    if (!this.reserve(conn, rest.length)) return false;
+    this.clientMemory += rest.length;
+    this.backlogCopied += rest.length;
+    conn.backlog = rest;
+    conn.backlogStart = 0;
+    conn.backlogEnd = rest.length;
+    this.queueTurn(socket);
     return true;
+  }
+
+  /**
+   * Appends `data` behind the backlog. The buffer doubles when full, or is compacted when its
+   * answered head is at least half of it: every byte is copied a bounded number of times,
+   * however the bytes arrive (copying the whole backlog per data event was quadratic: a 440 KB
+   * BatchSet loaded at 62k rows/s against 84k for 220 KB ones).
+   */
+  private appendBacklog(conn: Connection, data: Uint8Array): void {
+    let buf = conn.backlog!;
+    const live = conn.backlogEnd - conn.backlogStart;
+    if (conn.backlogEnd + data.length > buf.length) {
+      if (live + data.length <= buf.length && conn.backlogStart * 2 >= buf.length) {
+        buf.copyWithin(0, conn.backlogStart, conn.backlogEnd);
+      } else {
+        const cap = Math.max(buf.length * 2, live + data.length);
+        if (!this.reserve(conn, cap - buf.length)) return;
+        this.clientMemory += cap - buf.length;
+        const grown = new Uint8Array(cap);
+        grown.set(buf.subarray(conn.backlogStart, conn.backlogEnd));
+        conn.backlog = buf = grown;
+      }
+      conn.backlogStart = 0;
+      conn.backlogEnd = live;
+      this.backlogCopied += live;
+    }
+    buf.set(data, conn.backlogEnd);
+    conn.backlogEnd += data.length;
+    this.backlogCopied += data.length;
+  }
+
+  /** Gives the connection a turn after every other connection waiting now. */
+  private queueTurn(socket: Sock): void {
+    this.turns.push(socket);
+    if (!this.turnScheduled) {
+      this.turnScheduled = true;
+      setImmediate(() => this.nextTurns());
+    }
   }
 
   /** One slice for each connection waiting with a backlog, in order; those with more go again. */
@@ -644,11 +685,23 @@ class TcpServerCore implements TcpServer {
     const waiting = this.turns.splice(0);
     for (const socket of waiting) {
       const conn = socket.data;
-      const backlog = conn.backlog;
-      if (backlog === null || conn.closed) continue;
-      this.clientMemory -= backlog.length;
-      conn.backlog = null;
-      if (!conn.closing) this.consume(socket, conn, backlog);
+      const buf = conn.backlog;
+      if (buf === null || conn.closed) continue;
+      if (conn.closing) {
+        this.releaseBacklog(conn);
+        continue;
+      }
+      const start = conn.backlogStart;
+      this.backlogTurn = true;
+      this.backlogRest = -1;
+      this.consume(socket, conn, buf.subarray(start, conn.backlogEnd));
+      this.backlogTurn = false;
+      if (conn.backlog !== buf) continue; // released: the connection was cut or closed
+      if (this.backlogRest < 0 || conn.closing) this.releaseBacklog(conn);
+      else {
+        conn.backlogStart = start + this.backlogRest;
+        this.queueTurn(socket);
+      }
     }
   }
 
@@ -1107,6 +1160,7 @@ class TcpServerCore implements TcpServer {
   private releaseBacklog(conn: Connection): void {
     this.clientMemory -= conn.backlog?.length ?? 0;
     conn.backlog = null;
+    conn.backlogStart = conn.backlogEnd = 0;
   }
 
   private releasePending(conn: Connection): void {
@@ -1253,6 +1307,9 @@ class TcpServerCore implements TcpServer {
       },
       get outputCapacity() {
         return s.out.bytes.length;
+      },
+      get backlogBytesCopied() {
+        return s.backlogCopied;
       },
     };
   }

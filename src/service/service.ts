@@ -677,21 +677,29 @@ export class FeatureService {
         items.push(r.fieldStart, r.fieldEnd);
       } else r.skip(tag & 7);
     }
-    for (let i = 0; i < items.count; i++)
-      this.atItem(i, () => this.parseSet(body, items.starts[i]!, items.ends[i]!));
     const n = items.count;
+    let i = 0;
+    try {
+      for (; i < n; i++) this.parseSet(body, items.starts[i]!, items.ends[i]!);
+    } catch (err) {
+      throw atItemError(i, err);
+    }
     if (this.remote !== null) {
       // Sent together (pipelined, grouped by node by the store); answered once all are acknowledged.
       const acks: Promise<unknown>[] = new Array(n);
-      for (let i = 0; i < n; i++) {
-        this.parseSet(body, items.starts[i]!, items.ends[i]!);
-        acks[i] = this.remoteSet(this.remote, body, i).ready;
+      for (let k = 0; k < n; k++) {
+        this.parseSet(body, items.starts[k]!, items.ends[k]!);
+        acks[k] = this.remoteSet(this.remote, body, k).ready;
       }
       return { ready: Promise.all(acks), answer: (o) => writeCount(o, n) };
     }
-    for (let i = 0; i < n; i++) {
-      this.parseSet(body, items.starts[i]!, items.ends[i]!);
-      this.atItem(i, () => this.applySet(body));
+    try {
+      for (i = 0; i < n; i++) {
+        this.parseSet(body, items.starts[i]!, items.ends[i]!);
+        this.applySet(body);
+      }
+    } catch (err) {
+      throw atItemError(i, err);
     }
     return writeCount(out, n);
   }
@@ -727,15 +735,6 @@ export class FeatureService {
     );
     if (item >= 0) ack = ack.catch((err) => Promise.reject(atItemError(item, err)));
     return { ready: ack, answer: noAnswer };
-  }
-
-  /** Runs `f`, prefixing the message of what it throws with the batch item it is about. */
-  private atItem(i: number, f: () => void): void {
-    try {
-      f();
-    } catch (err) {
-      throw atItemError(i, err);
-    }
   }
 
   private deleteFeatures(

@@ -150,6 +150,7 @@ export function startServer(config: Config, logger: Logger): RunningServer {
     metricsAuth: config.metricsAuth,
     tls,
     corsOrigins: config.corsOrigins,
+    console: config.consoleEnabled ? config : null,
   });
   const grpc = config.grpcEnabled
     ? startGrpcServer({

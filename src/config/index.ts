@@ -135,6 +135,12 @@ export interface Config {
   shutdownTimeoutMs: number;
   /** Record request counts and latencies. METRICS_ENABLED, default true. */
   metricsEnabled: boolean;
+  /**
+   * Serve the web console on the HTTP port at /console: its page is public, its calls (lookups,
+   * /metrics, /console/config.json) need a token when AUTH_TOKENS_FILE is set. CONSOLE_ENABLED,
+   * default true.
+   */
+  consoleEnabled: boolean;
 }
 
 export const DEFAULTS: Config = {
@@ -183,6 +189,7 @@ export const DEFAULTS: Config = {
   maxClientMemoryBytes: 256 * 1024 * 1024,
   shutdownTimeoutMs: 10_000,
   metricsEnabled: true,
+  consoleEnabled: true,
 };
 
 /** A configuration error: the message is meant for the operator as it is. */
@@ -316,6 +323,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxClientMemoryBytes,
     shutdownTimeoutMs: int(env, "SHUTDOWN_TIMEOUT_MS", DEFAULTS.shutdownTimeoutMs, 0, 600_000),
     metricsEnabled: bool(env, "METRICS_ENABLED", DEFAULTS.metricsEnabled),
+    consoleEnabled: bool(env, "CONSOLE_ENABLED", DEFAULTS.consoleEnabled),
   };
 }
 

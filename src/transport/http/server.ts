@@ -13,6 +13,7 @@
  * GET  /health   liveness: 200 while the process serves
  * GET  /ready    readiness: 200 when isReady(), else 503
  * GET  /metrics  Prometheus text format (a token required with METRICS_AUTH)
+ * GET  /console[/…]  the web console (console/handler.ts), when a config is given to show
  * ```
  *
  * Security, each part decided once when the server starts: every RPC checks its bearer token
@@ -29,12 +30,14 @@
 import type { TlsSource } from "../../auth/tls.ts";
 import type { Auth } from "../../auth/tokens.ts";
 import { Code } from "../../codec/status.ts";
+import type { Config } from "../../config/index.ts";
 import { LimitedLog, type Logger } from "../../log/index.ts";
 import { type HotMetrics, Reject } from "../../metrics/hot.ts";
 import type { FeatureService } from "../../service/service.ts";
 import { ConnectHandler } from "./connect/handler.ts";
 import { connectBinary, httpRefusal, JSON_HEADERS } from "./connect/protocol.ts";
 import { paramEncoding } from "./connect/query-params.ts";
+import { ConsoleHandler } from "./console/handler.ts";
 import { HandlerContext } from "./context.ts";
 import { type Cors, createCors } from "./cors.ts";
 import { GrpcWebHandler } from "./grpcweb/handler.ts";
@@ -94,6 +97,11 @@ export interface HttpServerOptions {
    * headers at all), a list = those origins, ["*"] = any.
    */
   corsOrigins?: readonly string[];
+  /**
+   * The config in effect: given, the web console is served at /console and shows it, secrets
+   * redacted (CONSOLE_ENABLED). Absent or null = no console (its paths are 404).
+   */
+  console?: Config | null;
 }
 
 /** A running HTTP server, as `startHttpServer` returns it. */
@@ -120,7 +128,8 @@ const ACCEPT_POST =
 export function startHttpServer(opts: HttpServerOptions): HttpServer {
   const ctx = new HandlerContext(opts);
   const cors = createCors(opts.corsOrigins ?? []);
-  const router = new Router(ctx, loadSchema(), new Probes(opts), cors);
+  const consolePage = opts.console ? new ConsoleHandler(opts.console, opts.auth, opts.logger) : null;
+  const router = new Router(ctx, loadSchema(), new Probes(opts), cors, consolePage);
   const logHandlerFailure = new LimitedLog(opts.logger, "error", "http handler failed");
 
   const server = new Listener({
@@ -173,6 +182,7 @@ class Router {
     private readonly schema: ServiceSchema,
     private readonly probes: Probes,
     private readonly cors: Cors,
+    private readonly console: ConsoleHandler | null,
   ) {
     this.connect = new ConnectHandler(ctx);
     this.grpcWeb = new GrpcWebHandler(ctx);
@@ -236,13 +246,20 @@ class Router {
     return this.connect.unary(req, m, encoding === "proto", query);
   }
 
-  /** A request to any other path: a preflight, a probe, or 404 (UNIMPLEMENTED for an unknown method). */
+  /**
+   * A request to any other path: a preflight, a probe, the console, or 404 (UNIMPLEMENTED for
+   * an unknown method).
+   */
   private async other(req: Request, path: string): Promise<Response> {
     const verb = req.method;
     if (verb === "OPTIONS") return this.cors.preflight(req);
     if (verb === "GET" || verb === "HEAD") {
       const answer = this.probes.answer(path, req.headers);
       if (answer !== undefined) return answer;
+      if (this.console !== null && ConsoleHandler.owns(path)) {
+        const page = await this.console.answer(path, req.headers);
+        if (page !== undefined) return page;
+      }
     }
     this.ctx.metrics.reject(Reject.HttpNotFound);
     const message = path.startsWith(SERVICE_PREFIX)

@@ -38,7 +38,7 @@ describe("the tokens file", () => {
 
   test.each([
     ["ranker read", "line 1: expected"],
-    ["ranker read,root sha256:" + "0".repeat(64), 'unknown scope "root"'],
+    [`ranker read,root sha256:${"0".repeat(64)}`, 'unknown scope "root"'],
     ["ranker read md5:abc", "sha256:"],
     [`a read sha256:${"0".repeat(64)}\na write sha256:${"1".repeat(64)}`, "line 2: the name a is used twice"],
     [

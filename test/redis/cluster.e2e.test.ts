@@ -85,7 +85,7 @@ beforeAll(async () => {
       async () => (await codeOf(a.setFeatures(id, { v: 0 }))) === Code.OK,
     );
   }
-}, 120_000);
+}, 180_000);
 
 afterAll(async () => {
   for (const c of clients) await c.close();

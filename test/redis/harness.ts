@@ -12,6 +12,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import calculateSlot from "@redis/client/dist/lib/utils/calculate-slot.js";
 import type { Subprocess } from "bun";
 
 /** Every server binds the loopback address only. */
@@ -26,6 +27,8 @@ const TERM_REPEAT_MS = 100;
 export const CLI_TIMEOUT_MS = 10_000;
 /** Longest wait for a new cluster to agree (state ok everywhere, every replica linked), ms. */
 export const CLUSTER_READY_TIMEOUT_MS = 20_000;
+/** Longest wait for a new cluster's replicas to acknowledge a write (first sync, AOF rewrite), ms. */
+export const READY_ACK_TIMEOUT_MS = 60_000;
 /** Polling step of the bounded waits, ms: short, because failover durations are read from it. */
 const POLL_MS = 25;
 /** Attempts at a fresh port when `redis-server` finds its port taken (a race with another binder). */
@@ -226,6 +229,44 @@ async function waitUntil(
     if (await check()) return;
     if (performance.now() >= deadline) throw new Error(`not within ${timeoutMs} ms: ${describe()}`);
     await Bun.sleep(POLL_MS);
+  }
+}
+
+/**
+ * Waits until every master's replicas acknowledge a write (`WAIT` after a `SET` on the same
+ * connection): a replica whose link is up may still be finishing its first sync and AOF rewrite,
+ * and until it acknowledges, clients that ask for WAIT are refused.
+ */
+async function replicasAcknowledge(cluster: Cluster, replicas: number): Promise<void> {
+  let last = "";
+  for (const master of await cluster.masters()) {
+    const view = parseClusterNodes(await master.cli("CLUSTER", "NODES"));
+    const own = view.find((line) => line.port === master.port)?.slots[0];
+    if (own === undefined) continue;
+    const key = keyInSlots(own[0], own[1]);
+    await waitUntil(
+      async () => {
+        const proc = Bun.spawn(["redis-cli", "-h", HOST, "-p", String(master.port)], {
+          stdin: new TextEncoder().encode(`SET ${key} 1\nWAIT ${replicas} 1000\n`),
+          stdout: "pipe",
+          stderr: "pipe",
+        });
+        last = (await new Response(proc.stdout).text()).trim();
+        await proc.exited;
+        return Number(last.split("\n").pop()) >= replicas;
+      },
+      READY_ACK_TIMEOUT_MS,
+      () => `the replicas of ${master.port} did not acknowledge a write: ${last}`,
+    );
+  }
+}
+
+/** A key whose hash slot lies in [from, to] (found by trying `ready:0`, `ready:1`, ...). */
+function keyInSlots(from: number, to: number): string {
+  for (let i = 0; ; i++) {
+    const key = `ready:${i}`;
+    const slot = calculateSlot(key);
+    if (slot >= from && slot <= to) return key;
   }
 }
 
@@ -674,6 +715,7 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
       CLUSTER_READY_TIMEOUT_MS,
       () => `cluster did not settle: ${state}`,
     );
+    if (replicasPerMaster > 0) await replicasAcknowledge(cluster, replicasPerMaster);
     return cluster;
   } catch (err) {
     await cluster.stop();

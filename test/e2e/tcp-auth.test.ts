@@ -182,7 +182,8 @@ describe("TLS on TCP", () => {
     const before = await serial();
     const rotated = (await pki.rotateServer()).replace("serial=", "");
     const started = performance.now();
-    while ((await serial()) === before) {
+    // A connection that arrives while the new listener takes over may be reset: try again.
+    while ((await serial().catch(() => before)) === before) {
       if (performance.now() - started > 10_000) throw new Error("the new certificate was never served");
       await Bun.sleep(20);
     }

@@ -5,4 +5,7 @@
  */
 import { run } from "./main.ts";
 
-process.exitCode = await run(process.argv.slice(2));
+const argv = process.argv.slice(2);
+// The stream consumer has its own options and runs until stopped (src/ingest/main.ts).
+if (argv[0] === "ingest") await (await import("../ingest/main.ts")).runIngest(argv.slice(1));
+else process.exitCode = await run(argv);

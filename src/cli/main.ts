@@ -53,6 +53,11 @@ export function program(): Command {
   registerStats(p);
   registerLoad(p);
   registerExport(p);
+  p.command("ingest")
+    .description("consume a Redis Stream into the server (XREADGROUP, XACK after each write): ingest --help")
+    .allowUnknownOption()
+    .helpOption(false)
+    .argument("[options...]");
   for (const c of p.commands) c.exitOverride().showHelpAfterError("(add --help for usage)");
   return p;
 }

@@ -25,7 +25,7 @@ import {
   startIngest,
 } from "./index.ts";
 
-const USAGE = `Usage: bun src/ingest/main.ts --redis <url> --stream <key> --group <name> --consumer <name> --server <host:port> [options]
+const USAGE = `Usage: featurestore ingest (or bun src/ingest/main.ts) --redis <url> --stream <key> --group <name> --consumer <name> --server <host:port> [options]
 
 Consumes a Redis Stream in a consumer group and writes each entry to a feature store server.
 
@@ -60,10 +60,11 @@ function intArg(name: string, v: string | undefined): number | undefined {
   return Number(v);
 }
 
-function parse(): StartIngestOptions {
+function parse(args: readonly string[]): StartIngestOptions {
   let values: Record<string, string | string[] | boolean | undefined>;
   try {
     ({ values } = parseArgs({
+      args: [...args],
       options: {
         redis: { type: "string" },
         stream: { type: "string" },
@@ -129,19 +130,27 @@ function parse(): StartIngestOptions {
   return opts;
 }
 
-const opts = parse();
-try {
-  const handle = await startIngest(opts);
-  let signalled = false;
-  const onSignal = () => {
-    if (signalled) return;
-    signalled = true;
-    void handle.stop().then(() => process.exit(0));
-  };
-  process.on("SIGTERM", onSignal);
-  process.on("SIGINT", onSignal);
-} catch (err) {
-  if (err instanceof IngestOptionError) fail(err.message);
-  process.stderr.write(`ingest could not start: ${(err as Error).message}\n`);
-  process.exit(1);
+/**
+ * Runs the consumer with command-line `args` until SIGTERM or SIGINT (then exits 0); exits 2 for a
+ * bad option, 1 when it cannot start. `featurestore ingest ...` runs this too.
+ */
+export async function runIngest(args: readonly string[]): Promise<void> {
+  const opts = parse(args);
+  try {
+    const handle = await startIngest(opts);
+    let signalled = false;
+    const onSignal = () => {
+      if (signalled) return;
+      signalled = true;
+      void handle.stop().then(() => process.exit(0));
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+  } catch (err) {
+    if (err instanceof IngestOptionError) fail(err.message);
+    process.stderr.write(`ingest could not start: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
 }
+
+if (import.meta.main) await runIngest(process.argv.slice(2));

@@ -13,7 +13,7 @@ import { MemoryStore } from "./store/memory.ts";
 import { RedisStore } from "./store/redis/store.ts";
 import { StoreStartError } from "./store/sqlite/backend.ts";
 import { TieredStore } from "./store/tiered.ts";
-import type { DurableStore } from "./store/types.ts";
+import type { DurableStore, RemoteStore } from "./store/types.ts";
 import { type GrpcServer, startGrpcServer } from "./transport/grpc/server.ts";
 import { type HttpServer, startHttpServer } from "./transport/http/server.ts";
 import { startTcpServer, type TcpServer } from "./transport/tcp/server.ts";
@@ -23,7 +23,7 @@ export interface RunningServer {
   readonly http: HttpServer;
   /** Null when GRPC_ENABLED=false. Its port is bound once `grpc.listening` resolves. */
   readonly grpc: GrpcServer | null;
-  readonly store: DurableStore;
+  readonly store: DurableStore | RemoteStore;
   readonly service: FeatureService;
   readonly metrics: HotMetrics;
   /** True once the store serves and until shutdown starts (the readiness probe). */

@@ -31,7 +31,7 @@ import { Method } from "../codec/frame.ts";
 import { Code, FeatureStoreError, invalidArgument } from "../codec/status.ts";
 import { VALUE_WIRE_TYPES } from "../codec/value.ts";
 import { decodeUtf8, ProtoReader, ProtoWriter, varintSize, WireType } from "../codec/wire.ts";
-import { isRemote, PENDING, type RecordStore, type RemoteStore } from "../store/types.ts";
+import { isRemote, PENDING, type RecordReader, type RecordStore, type RemoteStore } from "../store/types.ts";
 import { NameIndex, Ranges } from "./names.ts";
 import { isValidUtf8 } from "./utf8.ts";
 
@@ -152,15 +152,18 @@ export class FeatureService {
   private readonly counts = { kept: 0, dropped: 0 };
   /** The store when it is remote (decided once): writes go to it as changes, reads may wait. */
   private readonly remote: RemoteStore | null;
+  /** The store when it is local (decided once): writes are whole records, merged here. */
+  private readonly local: RecordStore | null;
+  /** Reads, on either. */
+  readonly store: RecordReader;
   /** Set by a read that met an entity being loaded: the answer is deferred. */
   private waiting = false;
 
-  constructor(
-    readonly store: RecordStore,
-    options: Partial<ServiceOptions> = {},
-  ) {
+  constructor(store: RecordStore | RemoteStore, options: Partial<ServiceOptions> = {}) {
     this.options = { ...DEFAULT_SERVICE_OPTIONS, ...options };
+    this.store = store;
     this.remote = isRemote(store) ? store : null;
+    this.local = isRemote(store) ? null : store;
   }
 
   /**
@@ -594,7 +597,7 @@ export class FeatureService {
    * (unless `replace`), then the request's features, the last entry for a name winning.
    */
   private applySet(body: Uint8Array): void {
-    const store = this.store;
+    const store = this.local!; // local stores only: a remote one takes the change (remoteSet)
     const rec = this.record;
     const { starts, ends, count: n } = this.setNames;
     const { first, last } = this.index;
@@ -759,7 +762,7 @@ export class FeatureService {
       });
       return { ready, answer: (o) => writeDeleted(o, deleted) };
     }
-    const store = this.store;
+    const store = this.local!;
     let deleted: boolean;
     if (this.names.count === 0) {
       deleted = store.remove(body, idStart, idEnd);

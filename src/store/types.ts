@@ -17,7 +17,8 @@
 /** `find` of a remote store: not in memory, a load has been started; wait for `loaded()`. */
 export const PENDING = -2;
 
-export interface RecordStore {
+/** What every store answers reads with. */
+export interface RecordReader {
   /**
    * Handle (>= 0) of the live record for key[start,end), -1 if there is none, or PENDING (remote
    * stores only). Counts a hit or a miss.
@@ -31,18 +32,22 @@ export interface RecordStore {
   copyTo(handle: number, dst: Uint8Array, at: number): number;
   /** Absolute expiry of the record in ms since the epoch; 0 = never. */
   expiresAt(handle: number): number;
-  /** Inserts or replaces the record; `ttlMs` 0 = no expiry. Throws FeatureStoreError RESOURCE_EXHAUSTED if it can never fit. */
-  write(key: Uint8Array, start: number, end: number, record: Uint8Array, ttlMs: number): void;
-  /** Removes the record; true if it existed. */
-  remove(key: Uint8Array, start: number, end: number): boolean;
   /** Current time in ms, from the same clock as expiry. */
   now(): number;
   /** False until the store can serve (a durable store loading from disk); the readiness probe reads it. */
   readonly ready: boolean;
 }
 
-/** A store whose writes become durable after they are applied (src/store/tiered.ts), or at once (memory). */
-export interface DurableStore extends RecordStore {
+/** A local store: the service writes whole records (merged in memory) into it. */
+export interface RecordStore extends RecordReader {
+  /** Inserts or replaces the record; `ttlMs` 0 = no expiry. Throws FeatureStoreError RESOURCE_EXHAUSTED if it can never fit. */
+  write(key: Uint8Array, start: number, end: number, record: Uint8Array, ttlMs: number): void;
+  /** Removes the record; true if it existed. */
+  remove(key: Uint8Array, start: number, end: number): boolean;
+}
+
+/** What the server's life cycle needs of any store: the durability point, failures, closing. */
+export interface StoreLifecycle {
   /**
    * Resolves once every write applied so far is durable, rejects with a FeatureStoreError if
    * they could not be made so (none of them is then kept); null when nothing is pending.
@@ -54,12 +59,15 @@ export interface DurableStore extends RecordStore {
   close(): void | Promise<void>;
 }
 
+/** A local store whose writes become durable after they are applied (src/store/tiered.ts), or at once (memory). */
+export interface DurableStore extends RecordStore, StoreLifecycle {}
+
 /**
  * A store whose truth is elsewhere (Redis), shared with other servers. The service sends it the
  * change a write asks for; each call resolves once the store acknowledged it (at its durability
  * point) and rejects with a FeatureStoreError.
  */
-export interface RemoteStore extends DurableStore {
+export interface RemoteStore extends RecordReader, StoreLifecycle {
   readonly remote: true;
   /**
    * Merges the features into the entity (or replaces all of them when `replace`) and sets its
@@ -78,6 +86,6 @@ export interface RemoteStore extends DurableStore {
 }
 
 /** True for a store that answers some reads and every write later (Redis). */
-export function isRemote(store: RecordStore): store is RemoteStore {
+export function isRemote(store: RecordStore | RemoteStore): store is RemoteStore {
   return (store as Partial<RemoteStore>).remote === true;
 }

@@ -447,15 +447,6 @@ export class RedisStore extends CacheFront implements RemoteStore, InvalidationS
     return null;
   }
 
-  // ---- the local-store half of the interface: the service never calls these on a remote store
-
-  write(): void {
-    throw new FeatureStoreError(Code.Internal, "a remote store takes changes (setFeatures), not records");
-  }
-  remove(): boolean {
-    throw new FeatureStoreError(Code.Internal, "a remote store takes changes (deleteFeatures), not records");
-  }
-
   /** Stops taking requests; resolves once the connections are closed (what is in flight is answered first). */
   async close(): Promise<void> {
     this.closed = true;

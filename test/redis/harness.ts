@@ -547,7 +547,9 @@ class Cluster implements RedisCluster {
   }
 
   async masters(): Promise<RedisNode[]> {
-    return this.byPort((await this.view()).filter(isLiveMaster));
+    // Masters that serve slots: right after `--cluster create` one node's view may still show a
+    // replica-to-be as a slotless master, and a test looking for a key of it would never find one.
+    return this.byPort((await this.view()).filter((line) => isLiveMaster(line) && line.slots.length > 0));
   }
 
   async replicas(): Promise<RedisNode[]> {

@@ -42,6 +42,11 @@ export interface RedisLinkOptions {
   /** Cluster: send reads to replicas too (each replica connection is tracked as well). */
   readFromReplicas: boolean;
   connectTimeoutMs: number;
+  /**
+   * Broadcast tracking on this key prefix instead of default mode (bench/redis/tracking.ts
+   * compares them); null = default mode, what the server uses.
+   */
+  broadcastPrefix?: string | null;
   sink: InvalidationSink;
   logger: Logger;
 }
@@ -63,12 +68,17 @@ type Arg = string | Buffer;
  */
 class Tracking extends PooledClientSideCacheProvider {
   readonly #sink: InvalidationSink;
-  constructor(sink: InvalidationSink) {
+  readonly #on: string[];
+  constructor(sink: InvalidationSink, broadcastPrefix: string | null) {
     super({ maxEntries: 1 });
     this.#sink = sink;
+    this.#on =
+      broadcastPrefix === null
+        ? ["CLIENT", "TRACKING", "ON"]
+        : ["CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", broadcastPrefix];
   }
   override trackingOn(): string[] {
-    return ["CLIENT", "TRACKING", "ON"];
+    return this.#on;
   }
   override invalidate(key: Uint8Array | string | null): void {
     if (key === null) this.#sink.flush("Redis flushed the tracking table");
@@ -115,7 +125,7 @@ export class RedisLink {
   constructor(opts: RedisLinkOptions) {
     this.logger = opts.logger;
     this.timeoutMs = opts.connectTimeoutMs;
-    const tracking = new Tracking(opts.sink);
+    const tracking = new Tracking(opts.sink, opts.broadcastPrefix ?? null);
     const socket = {
       connectTimeout: opts.connectTimeoutMs,
       // Retry fast, then every second: the server recovers by itself when Redis returns.

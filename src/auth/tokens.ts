@@ -62,10 +62,12 @@ export function scopeOf(method: number): number {
     case Method.Ping:
     case Method.GetFeatures:
     case Method.BatchGet:
+    case Method.GetFeatureSet:
       return Scope.Read;
     case Method.SetFeatures:
     case Method.BatchSet:
     case Method.DeleteFeatures:
+    case Method.UpdateFeatures:
       return Scope.Write;
     default:
       return Scope.Admin;

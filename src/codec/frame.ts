@@ -24,12 +24,22 @@ export const Method = {
    * token's UTF-8 bytes (proto/PROTOCOL.md). Not a service method (no METHOD_NAMES entry).
    */
   Authenticate: 6,
+  UpdateFeatures: 7,
+  PublishVersion: 8,
+  RollbackVersion: 9,
+  DropVersion: 10,
+  GetFeatureSet: 11,
 } as const;
 export type Method = (typeof Method)[keyof typeof Method];
 
 /** True for the methods that change the store, whose answers wait for durability. */
 export function isWriteMethod(method: number): boolean {
-  return method === Method.SetFeatures || method === Method.BatchSet || method === Method.DeleteFeatures;
+  return (
+    method === Method.SetFeatures ||
+    method === Method.BatchSet ||
+    method === Method.DeleteFeatures ||
+    (method >= Method.UpdateFeatures && method <= Method.DropVersion)
+  );
 }
 
 /** Method names as in the proto service, indexed by method number. */
@@ -40,6 +50,13 @@ export const METHOD_NAMES = [
   "SetFeatures",
   "BatchSet",
   "DeleteFeatures",
+  // 6 is the TCP-only Authenticate frame, not a service method: the service routes skip it.
+  "Authenticate",
+  "UpdateFeatures",
+  "PublishVersion",
+  "RollbackVersion",
+  "DropVersion",
+  "GetFeatureSet",
 ] as const;
 export type MethodName = (typeof METHOD_NAMES)[number];
 /** Number of method slots (for per-method counters). */

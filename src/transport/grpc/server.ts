@@ -19,7 +19,7 @@ import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Str
 import { gunzipSync } from "node:zlib";
 import type { TlsSource } from "../../auth/tls.ts";
 import type { Auth } from "../../auth/tokens.ts";
-import { isWriteMethod, METHOD_NAMES } from "../../codec/frame.ts";
+import { isWriteMethod, METHOD_NAMES, Method } from "../../codec/frame.ts";
 import { Code, FeatureStoreError } from "../../codec/status.ts";
 import { decodeUtf8, ProtoReader, ProtoWriter, WireType } from "../../codec/wire.ts";
 import { LimitedLog, type Logger } from "../../log/index.ts";
@@ -99,7 +99,7 @@ type Route =
 
 const ROUTES = new Map<string, Route>();
 METHOD_NAMES.forEach((name, method) => {
-  ROUTES.set(`/${SERVICE}/${name}`, { kind: "unary", method });
+  if (method !== Method.Authenticate) ROUTES.set(`/${SERVICE}/${name}`, { kind: "unary", method });
 });
 ROUTES.set(`/${HEALTH}/Check`, { kind: "health-check" });
 ROUTES.set(`/${HEALTH}/Watch`, { kind: "health-watch" });

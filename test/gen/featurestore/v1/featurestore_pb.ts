@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file featurestore/v1/featurestore.proto.
  */
 export const file_featurestore_v1_featurestore: GenFile = /*@__PURE__*/
-  fileDesc("CiJmZWF0dXJlc3RvcmUvdjEvZmVhdHVyZXN0b3JlLnByb3RvEg9mZWF0dXJlc3RvcmUudjEiGwoJRmxvYXRMaXN0Eg4KBnZhbHVlcxgBIAMoAiIbCglJbnQ2NExpc3QSDgoGdmFsdWVzGAEgAygDIhwKClN0cmluZ0xpc3QSDgoGdmFsdWVzGAEgAygJIp4CCgxGZWF0dXJlVmFsdWUSEwoJaW50X3ZhbHVlGAEgASgDSAASFgoMZG91YmxlX3ZhbHVlGAIgASgBSAASFgoMc3RyaW5nX3ZhbHVlGAMgASgJSAASFAoKYm9vbF92YWx1ZRgEIAEoCEgAEhUKC2J5dGVzX3ZhbHVlGAUgASgMSAASMAoKZmxvYXRfbGlzdBgGIAEoCzIaLmZlYXR1cmVzdG9yZS52MS5GbG9hdExpc3RIABIuCghpbnRfbGlzdBgHIAEoCzIaLmZlYXR1cmVzdG9yZS52MS5JbnQ2NExpc3RIABIyCgtzdHJpbmdfbGlzdBgIIAEoCzIbLmZlYXR1cmVzdG9yZS52MS5TdHJpbmdMaXN0SABCBgoEa2luZCI+ChJHZXRGZWF0dXJlc1JlcXVlc3QSEQoJZW50aXR5X2lkGAEgASgJEhUKDWZlYXR1cmVfbmFtZXMYAiADKAki3gEKE0dldEZlYXR1cmVzUmVzcG9uc2USEQoJZW50aXR5X2lkGAEgASgJEkQKCGZlYXR1cmVzGAIgAygLMjIuZmVhdHVyZXN0b3JlLnYxLkdldEZlYXR1cmVzUmVzcG9uc2UuRmVhdHVyZXNFbnRyeRINCgVmb3VuZBgDIAEoCBIPCgdtaXNzaW5nGAQgAygJGk4KDUZlYXR1cmVzRW50cnkSCwoDa2V5GAEgASgJEiwKBXZhbHVlGAIgASgLMh0uZmVhdHVyZXN0b3JlLnYxLkZlYXR1cmVWYWx1ZToCOAEiPAoPQmF0Y2hHZXRSZXF1ZXN0EhIKCmVudGl0eV9pZHMYASADKAkSFQoNZmVhdHVyZV9uYW1lcxgCIAMoCSJnChBCYXRjaEdldFJlc3BvbnNlEjUKB3Jlc3VsdHMYASADKAsyJC5mZWF0dXJlc3RvcmUudjEuR2V0RmVhdHVyZXNSZXNwb25zZRIMCgRoaXRzGAIgASgNEg4KBm1pc3NlcxgDIAEoDSLdAQoSU2V0RmVhdHVyZXNSZXF1ZXN0EhEKCWVudGl0eV9pZBgBIAEoCRJDCghmZWF0dXJlcxgCIAMoCzIxLmZlYXR1cmVzdG9yZS52MS5TZXRGZWF0dXJlc1JlcXVlc3QuRmVhdHVyZXNFbnRyeRIOCgZ0dGxfbXMYAyABKAMSDwoHcmVwbGFjZRgEIAEoCBpOCg1GZWF0dXJlc0VudHJ5EgsKA2tleRgBIAEoCRIsCgV2YWx1ZRgCIAEoCzIdLmZlYXR1cmVzdG9yZS52MS5GZWF0dXJlVmFsdWU6AjgBIhUKE1NldEZlYXR1cmVzUmVzcG9uc2UiRQoPQmF0Y2hTZXRSZXF1ZXN0EjIKBWl0ZW1zGAEgAygLMiMuZmVhdHVyZXN0b3JlLnYxLlNldEZlYXR1cmVzUmVxdWVzdCIjChBCYXRjaFNldFJlc3BvbnNlEg8KB3dyaXR0ZW4YASABKA0iQQoVRGVsZXRlRmVhdHVyZXNSZXF1ZXN0EhEKCWVudGl0eV9pZBgBIAEoCRIVCg1mZWF0dXJlX25hbWVzGAIgAygJIikKFkRlbGV0ZUZlYXR1cmVzUmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoCDLYAwoTRmVhdHVyZVN0b3JlU2VydmljZRJdCgtHZXRGZWF0dXJlcxIjLmZlYXR1cmVzdG9yZS52MS5HZXRGZWF0dXJlc1JlcXVlc3QaJC5mZWF0dXJlc3RvcmUudjEuR2V0RmVhdHVyZXNSZXNwb25zZSIDkAIBElQKCEJhdGNoR2V0EiAuZmVhdHVyZXN0b3JlLnYxLkJhdGNoR2V0UmVxdWVzdBohLmZlYXR1cmVzdG9yZS52MS5CYXRjaEdldFJlc3BvbnNlIgOQAgESWAoLU2V0RmVhdHVyZXMSIy5mZWF0dXJlc3RvcmUudjEuU2V0RmVhdHVyZXNSZXF1ZXN0GiQuZmVhdHVyZXN0b3JlLnYxLlNldEZlYXR1cmVzUmVzcG9uc2USTwoIQmF0Y2hTZXQSIC5mZWF0dXJlc3RvcmUudjEuQmF0Y2hTZXRSZXF1ZXN0GiEuZmVhdHVyZXN0b3JlLnYxLkJhdGNoU2V0UmVzcG9uc2USYQoORGVsZXRlRmVhdHVyZXMSJi5mZWF0dXJlc3RvcmUudjEuRGVsZXRlRmVhdHVyZXNSZXF1ZXN0GicuZmVhdHVyZXN0b3JlLnYxLkRlbGV0ZUZlYXR1cmVzUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("CiJmZWF0dXJlc3RvcmUvdjEvZmVhdHVyZXN0b3JlLnByb3RvEg9mZWF0dXJlc3RvcmUudjEiGwoJRmxvYXRMaXN0Eg4KBnZhbHVlcxgBIAMoAiIbCglJbnQ2NExpc3QSDgoGdmFsdWVzGAEgAygDIhwKClN0cmluZ0xpc3QSDgoGdmFsdWVzGAEgAygJIjUKCldpbmRvd1NwZWMSEQoJYnVja2V0X21zGAEgASgDEhQKDHJldGVudGlvbl9tcxgCIAEoAyKAAQoGV2luZG93EikKBHNwZWMYASABKAsyGy5mZWF0dXJlc3RvcmUudjEuV2luZG93U3BlYxIRCglzdGFydHNfbXMYAiADKAMSDgoGY291bnRzGAMgAygDEgwKBHN1bXMYBCADKAESDAoEbWlucxgFIAMoARIMCgRtYXhzGAYgAygBIvQCCgxGZWF0dXJlVmFsdWUSEwoJaW50X3ZhbHVlGAEgASgDSAASFgoMZG91YmxlX3ZhbHVlGAIgASgBSAASFgoMc3RyaW5nX3ZhbHVlGAMgASgJSAASFAoKYm9vbF92YWx1ZRgEIAEoCEgAEhUKC2J5dGVzX3ZhbHVlGAUgASgMSAASMAoKZmxvYXRfbGlzdBgGIAEoCzIaLmZlYXR1cmVzdG9yZS52MS5GbG9hdExpc3RIABIuCghpbnRfbGlzdBgHIAEoCzIaLmZlYXR1cmVzdG9yZS52MS5JbnQ2NExpc3RIABIyCgtzdHJpbmdfbGlzdBgIIAEoCzIbLmZlYXR1cmVzdG9yZS52MS5TdHJpbmdMaXN0SAASKQoGd2luZG93GAkgASgLMhcuZmVhdHVyZXN0b3JlLnYxLldpbmRvd0gAEhUKDWV2ZW50X3RpbWVfbXMYCiABKAMSEgoKbWF4X2FnZV9tcxgLIAEoA0IGCgRraW5kIjEKC1dpbmRvd1F1ZXJ5Eg8KB2ZlYXR1cmUYASABKAkSEQoJd2luZG93X21zGAIgASgDInkKD1dpbmRvd0FnZ3JlZ2F0ZRIPCgdmZWF0dXJlGAEgASgJEhEKCXdpbmRvd19tcxgCIAEoAxINCgVjb3VudBgDIAEoAxILCgNzdW0YBCABKAESCwoDbWluGAUgASgBEgsKA21heBgGIAEoARIMCgRtZWFuGAcgASgBIqcBChJHZXRGZWF0dXJlc1JlcXVlc3QSEQoJZW50aXR5X2lkGAEgASgJEhUKDWZlYXR1cmVfbmFtZXMYAiADKAkSEgoKbWF4X2FnZV9tcxgDIAEoAxItCgd3aW5kb3dzGAQgAygLMhwuZmVhdHVyZXN0b3JlLnYxLldpbmRvd1F1ZXJ5EhMKC2ZlYXR1cmVfc2V0GAUgASgJEg8KB3ZlcnNpb24YBiABKAkiuQIKE0dldEZlYXR1cmVzUmVzcG9uc2USEQoJZW50aXR5X2lkGAEgASgJEkQKCGZlYXR1cmVzGAIgAygLMjIuZmVhdHVyZXN0b3JlLnYxLkdldEZlYXR1cmVzUmVzcG9uc2UuRmVhdHVyZXNFbnRyeRINCgVmb3VuZBgDIAEoCBIPCgdtaXNzaW5nGAQgAygJEg0KBXN0YWxlGAUgAygJEjQKCmFnZ3JlZ2F0ZXMYBiADKAsyIC5mZWF0dXJlc3RvcmUudjEuV2luZG93QWdncmVnYXRlEhQKDHJlYWRfdGltZV9tcxgHIAEoAxpOCg1GZWF0dXJlc0VudHJ5EgsKA2tleRgBIAEoCRIsCgV2YWx1ZRgCIAEoCzIdLmZlYXR1cmVzdG9yZS52MS5GZWF0dXJlVmFsdWU6AjgBIqUBCg9CYXRjaEdldFJlcXVlc3QSEgoKZW50aXR5X2lkcxgBIAMoCRIVCg1mZWF0dXJlX25hbWVzGAIgAygJEhIKCm1heF9hZ2VfbXMYAyABKAMSLQoHd2luZG93cxgEIAMoCzIcLmZlYXR1cmVzdG9yZS52MS5XaW5kb3dRdWVyeRITCgtmZWF0dXJlX3NldBgFIAEoCRIPCgd2ZXJzaW9uGAYgASgJIngKEEJhdGNoR2V0UmVzcG9uc2USNQoHcmVzdWx0cxgBIAMoCzIkLmZlYXR1cmVzdG9yZS52MS5HZXRGZWF0dXJlc1Jlc3BvbnNlEgwKBGhpdHMYAiABKA0SDgoGbWlzc2VzGAMgASgNEg8KB3ZlcnNpb24YBCABKAkigwIKElNldEZlYXR1cmVzUmVxdWVzdBIRCgllbnRpdHlfaWQYASABKAkSQwoIZmVhdHVyZXMYAiADKAsyMS5mZWF0dXJlc3RvcmUudjEuU2V0RmVhdHVyZXNSZXF1ZXN0LkZlYXR1cmVzRW50cnkSDgoGdHRsX21zGAMgASgDEg8KB3JlcGxhY2UYBCABKAgSEwoLZmVhdHVyZV9zZXQYBSABKAkSDwoHdmVyc2lvbhgGIAEoCRpOCg1GZWF0dXJlc0VudHJ5EgsKA2tleRgBIAEoCRIsCgV2YWx1ZRgCIAEoCzIdLmZlYXR1cmVzdG9yZS52MS5GZWF0dXJlVmFsdWU6AjgBIiYKE1NldEZlYXR1cmVzUmVzcG9uc2USDwoHc2tpcHBlZBgBIAMoCSJFCg9CYXRjaFNldFJlcXVlc3QSMgoFaXRlbXMYASADKAsyIy5mZWF0dXJlc3RvcmUudjEuU2V0RmVhdHVyZXNSZXF1ZXN0Ii4KD1NraXBwZWRGZWF0dXJlcxIMCgRpdGVtGAEgASgNEg0KBW5hbWVzGAIgAygJIlYKEEJhdGNoU2V0UmVzcG9uc2USDwoHd3JpdHRlbhgBIAEoDRIxCgdza2lwcGVkGAIgAygLMiAuZmVhdHVyZXN0b3JlLnYxLlNraXBwZWRGZWF0dXJlcyJnChVEZWxldGVGZWF0dXJlc1JlcXVlc3QSEQoJZW50aXR5X2lkGAEgASgJEhUKDWZlYXR1cmVfbmFtZXMYAiADKAkSEwoLZmVhdHVyZV9zZXQYBSABKAkSDwoHdmVyc2lvbhgGIAEoCSIpChZEZWxldGVGZWF0dXJlc1Jlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAgiQQoJSW5jcmVtZW50EhMKCWludF9kZWx0YRgBIAEoA0gAEhYKDGRvdWJsZV9kZWx0YRgCIAEoAUgAQgcKBWRlbHRhIkoKBkFwcGVuZBItCgZ2YWx1ZXMYASABKAsyHS5mZWF0dXJlc3RvcmUudjEuRmVhdHVyZVZhbHVlEhEKCWtlZXBfbGFzdBgCIAEoDSJDCgdPYnNlcnZlEg0KBXZhbHVlGAEgASgBEikKBHNwZWMYAiABKAsyGy5mZWF0dXJlc3RvcmUudjEuV2luZG93U3BlYyKFAgoNRmVhdHVyZVVwZGF0ZRIMCgRuYW1lGAEgASgJEiwKA3NldBgCIAEoCzIdLmZlYXR1cmVzdG9yZS52MS5GZWF0dXJlVmFsdWVIABIvCglpbmNyZW1lbnQYAyABKAsyGi5mZWF0dXJlc3RvcmUudjEuSW5jcmVtZW50SAASKQoGYXBwZW5kGAQgASgLMhcuZmVhdHVyZXN0b3JlLnYxLkFwcGVuZEgAEisKB29ic2VydmUYBSABKAsyGC5mZWF0dXJlc3RvcmUudjEuT2JzZXJ2ZUgAEhUKDWV2ZW50X3RpbWVfbXMYBiABKAMSEgoKbWF4X2FnZV9tcxgHIAEoA0IECgJvcCKRAQoVVXBkYXRlRmVhdHVyZXNSZXF1ZXN0EhEKCWVudGl0eV9pZBgBIAEoCRIvCgd1cGRhdGVzGAIgAygLMh4uZmVhdHVyZXN0b3JlLnYxLkZlYXR1cmVVcGRhdGUSDgoGdHRsX21zGAMgASgDEhMKC2ZlYXR1cmVfc2V0GAUgASgJEg8KB3ZlcnNpb24YBiABKAkivAEKFlVwZGF0ZUZlYXR1cmVzUmVzcG9uc2USDwoHc2tpcHBlZBgBIAMoCRJDCgZ2YWx1ZXMYAiADKAsyMy5mZWF0dXJlc3RvcmUudjEuVXBkYXRlRmVhdHVyZXNSZXNwb25zZS5WYWx1ZXNFbnRyeRpMCgtWYWx1ZXNFbnRyeRILCgNrZXkYASABKAkSLAoFdmFsdWUYAiABKAsyHS5mZWF0dXJlc3RvcmUudjEuRmVhdHVyZVZhbHVlOgI4ASI9ChVQdWJsaXNoVmVyc2lvblJlcXVlc3QSEwoLZmVhdHVyZV9zZXQYASABKAkSDwoHdmVyc2lvbhgCIAEoCSJaCg5GZWF0dXJlU2V0SW5mbxITCgtmZWF0dXJlX3NldBgBIAEoCRIPCgdjdXJyZW50GAIgASgJEhAKCHByZXZpb3VzGAMgASgJEhAKCGRyb3BwaW5nGAQgAygJIi0KFlJvbGxiYWNrVmVyc2lvblJlcXVlc3QSEwoLZmVhdHVyZV9zZXQYASABKAkiOgoSRHJvcFZlcnNpb25SZXF1ZXN0EhMKC2ZlYXR1cmVfc2V0GAEgASgJEg8KB3ZlcnNpb24YAiABKAkiKwoUR2V0RmVhdHVyZVNldFJlcXVlc3QSEwoLZmVhdHVyZV9zZXQYASABKAkypgcKE0ZlYXR1cmVTdG9yZVNlcnZpY2USXQoLR2V0RmVhdHVyZXMSIy5mZWF0dXJlc3RvcmUudjEuR2V0RmVhdHVyZXNSZXF1ZXN0GiQuZmVhdHVyZXN0b3JlLnYxLkdldEZlYXR1cmVzUmVzcG9uc2UiA5ACARJUCghCYXRjaEdldBIgLmZlYXR1cmVzdG9yZS52MS5CYXRjaEdldFJlcXVlc3QaIS5mZWF0dXJlc3RvcmUudjEuQmF0Y2hHZXRSZXNwb25zZSIDkAIBElgKC1NldEZlYXR1cmVzEiMuZmVhdHVyZXN0b3JlLnYxLlNldEZlYXR1cmVzUmVxdWVzdBokLmZlYXR1cmVzdG9yZS52MS5TZXRGZWF0dXJlc1Jlc3BvbnNlEk8KCEJhdGNoU2V0EiAuZmVhdHVyZXN0b3JlLnYxLkJhdGNoU2V0UmVxdWVzdBohLmZlYXR1cmVzdG9yZS52MS5CYXRjaFNldFJlc3BvbnNlEmEKDkRlbGV0ZUZlYXR1cmVzEiYuZmVhdHVyZXN0b3JlLnYxLkRlbGV0ZUZlYXR1cmVzUmVxdWVzdBonLmZlYXR1cmVzdG9yZS52MS5EZWxldGVGZWF0dXJlc1Jlc3BvbnNlEmEKDlVwZGF0ZUZlYXR1cmVzEiYuZmVhdHVyZXN0b3JlLnYxLlVwZGF0ZUZlYXR1cmVzUmVxdWVzdBonLmZlYXR1cmVzdG9yZS52MS5VcGRhdGVGZWF0dXJlc1Jlc3BvbnNlElkKDlB1Ymxpc2hWZXJzaW9uEiYuZmVhdHVyZXN0b3JlLnYxLlB1Ymxpc2hWZXJzaW9uUmVxdWVzdBofLmZlYXR1cmVzdG9yZS52MS5GZWF0dXJlU2V0SW5mbxJbCg9Sb2xsYmFja1ZlcnNpb24SJy5mZWF0dXJlc3RvcmUudjEuUm9sbGJhY2tWZXJzaW9uUmVxdWVzdBofLmZlYXR1cmVzdG9yZS52MS5GZWF0dXJlU2V0SW5mbxJTCgtEcm9wVmVyc2lvbhIjLmZlYXR1cmVzdG9yZS52MS5Ecm9wVmVyc2lvblJlcXVlc3QaHy5mZWF0dXJlc3RvcmUudjEuRmVhdHVyZVNldEluZm8SXAoNR2V0RmVhdHVyZVNldBIlLmZlYXR1cmVzdG9yZS52MS5HZXRGZWF0dXJlU2V0UmVxdWVzdBofLmZlYXR1cmVzdG9yZS52MS5GZWF0dXJlU2V0SW5mbyIDkAIBYgZwcm90bzM");
 
 /**
  * A packed list of 32-bit floats: an embedding.
@@ -74,6 +74,80 @@ export const StringListSchema: GenMessage<StringList> = /*@__PURE__*/
   messageDesc(file_featurestore_v1_featurestore, 2);
 
 /**
+ * How a windowed feature tiles time: events are added into tiles of
+ * `bucket_ms` (aligned to the Unix epoch) and tiles older than `retention_ms`
+ * are dropped. retention_ms is a multiple of bucket_ms; retention_ms /
+ * bucket_ms is at most the server's MAX_WINDOW_TILES.
+ *
+ * @generated from message featurestore.v1.WindowSpec
+ */
+export type WindowSpec = Message<"featurestore.v1.WindowSpec"> & {
+  /**
+   * @generated from field: int64 bucket_ms = 1;
+   */
+  bucketMs: bigint;
+
+  /**
+   * @generated from field: int64 retention_ms = 2;
+   */
+  retentionMs: bigint;
+};
+
+/**
+ * Describes the message featurestore.v1.WindowSpec.
+ * Use `create(WindowSpecSchema)` to create a new message.
+ */
+export const WindowSpecSchema: GenMessage<WindowSpec> = /*@__PURE__*/
+  messageDesc(file_featurestore_v1_featurestore, 3);
+
+/**
+ * The stored state of a windowed feature: one partial aggregate per non-empty
+ * tile, oldest first, as parallel packed lists (tile i is starts_ms[i],
+ * counts[i], sums[i], mins[i], maxs[i]). Written by the server only (an
+ * Observe update); reads roll the tiles up (GetFeaturesRequest.windows).
+ *
+ * @generated from message featurestore.v1.Window
+ */
+export type Window = Message<"featurestore.v1.Window"> & {
+  /**
+   * @generated from field: featurestore.v1.WindowSpec spec = 1;
+   */
+  spec?: WindowSpec | undefined;
+
+  /**
+   * @generated from field: repeated int64 starts_ms = 2;
+   */
+  startsMs: bigint[];
+
+  /**
+   * @generated from field: repeated int64 counts = 3;
+   */
+  counts: bigint[];
+
+  /**
+   * @generated from field: repeated double sums = 4;
+   */
+  sums: number[];
+
+  /**
+   * @generated from field: repeated double mins = 5;
+   */
+  mins: number[];
+
+  /**
+   * @generated from field: repeated double maxs = 6;
+   */
+  maxs: number[];
+};
+
+/**
+ * Describes the message featurestore.v1.Window.
+ * Use `create(WindowSchema)` to create a new message.
+ */
+export const WindowSchema: GenMessage<Window> = /*@__PURE__*/
+  messageDesc(file_featurestore_v1_featurestore, 4);
+
+/**
  * One feature's value. Exactly one field of `kind` must be set: a value with
  * none set is INVALID_ARGUMENT on write.
  *
@@ -131,7 +205,38 @@ export type FeatureValue = Message<"featurestore.v1.FeatureValue"> & {
      */
     value: StringList;
     case: "stringList";
+  } | {
+    /**
+     * Written by Observe updates only; a SetFeatures carrying one is
+     * INVALID_ARGUMENT.
+     *
+     * @generated from field: featurestore.v1.Window window = 9;
+     */
+    value: Window;
+    case: "window";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * When the value was true, ms since the Unix epoch. On write, 0 means the
+   * server's clock at the write; more than MAX_EVENT_TIME_SKEW_MS ahead of the
+   * server's clock is INVALID_ARGUMENT. A write older than the stored value's
+   * event time is skipped (on equal times the write wins). Every stored value
+   * carries one; 0 in an answer means "unknown" (a value written into Redis by
+   * another program without one): such a value is stale under any max age.
+   *
+   * @generated from field: int64 event_time_ms = 10;
+   */
+  eventTimeMs: bigint;
+
+  /**
+   * The feature's default maximum age in ms (0 = none): once
+   * event_time_ms + max_age_ms has passed, reads report the feature stale
+   * instead of returning it. Written with the value, kept by later writes that
+   * give 0.
+   *
+   * @generated from field: int64 max_age_ms = 11;
+   */
+  maxAgeMs: bigint;
 };
 
 /**
@@ -139,7 +244,84 @@ export type FeatureValue = Message<"featurestore.v1.FeatureValue"> & {
  * Use `create(FeatureValueSchema)` to create a new message.
  */
 export const FeatureValueSchema: GenMessage<FeatureValue> = /*@__PURE__*/
-  messageDesc(file_featurestore_v1_featurestore, 3);
+  messageDesc(file_featurestore_v1_featurestore, 5);
+
+/**
+ * A windowed aggregate to read: the tiles of `feature` within `window_ms` of
+ * the read time rolled up. window_ms is a multiple of the feature's bucket_ms
+ * and at most its retention_ms.
+ *
+ * @generated from message featurestore.v1.WindowQuery
+ */
+export type WindowQuery = Message<"featurestore.v1.WindowQuery"> & {
+  /**
+   * @generated from field: string feature = 1;
+   */
+  feature: string;
+
+  /**
+   * @generated from field: int64 window_ms = 2;
+   */
+  windowMs: bigint;
+};
+
+/**
+ * Describes the message featurestore.v1.WindowQuery.
+ * Use `create(WindowQuerySchema)` to create a new message.
+ */
+export const WindowQuerySchema: GenMessage<WindowQuery> = /*@__PURE__*/
+  messageDesc(file_featurestore_v1_featurestore, 6);
+
+/**
+ * A windowed aggregate over the events whose tile lies in the window: the
+ * tile holding the read time and the (window_ms / bucket_ms - 1) tiles before
+ * it. An empty window has count 0, sum 0 and no min, max or mean (0 here).
+ *
+ * @generated from message featurestore.v1.WindowAggregate
+ */
+export type WindowAggregate = Message<"featurestore.v1.WindowAggregate"> & {
+  /**
+   * @generated from field: string feature = 1;
+   */
+  feature: string;
+
+  /**
+   * @generated from field: int64 window_ms = 2;
+   */
+  windowMs: bigint;
+
+  /**
+   * @generated from field: int64 count = 3;
+   */
+  count: bigint;
+
+  /**
+   * @generated from field: double sum = 4;
+   */
+  sum: number;
+
+  /**
+   * @generated from field: double min = 5;
+   */
+  min: number;
+
+  /**
+   * @generated from field: double max = 6;
+   */
+  max: number;
+
+  /**
+   * @generated from field: double mean = 7;
+   */
+  mean: number;
+};
+
+/**
+ * Describes the message featurestore.v1.WindowAggregate.
+ * Use `create(WindowAggregateSchema)` to create a new message.
+ */
+export const WindowAggregateSchema: GenMessage<WindowAggregate> = /*@__PURE__*/
+  messageDesc(file_featurestore_v1_featurestore, 7);
 
 /**
  * @generated from message featurestore.v1.GetFeaturesRequest
@@ -158,6 +340,35 @@ export type GetFeaturesRequest = Message<"featurestore.v1.GetFeaturesRequest"> &
    * @generated from field: repeated string feature_names = 2;
    */
   featureNames: string[];
+
+  /**
+   * Maximum age in ms (0 = none): a feature whose event time is older is
+   * listed in `stale`, not returned. A feature's own max_age_ms applies as
+   * well: the stricter of the two wins.
+   *
+   * @generated from field: int64 max_age_ms = 3;
+   */
+  maxAgeMs: bigint;
+
+  /**
+   * Windowed aggregates to compute, answered in `aggregates` in this order.
+   *
+   * @generated from field: repeated featurestore.v1.WindowQuery windows = 4;
+   */
+  windows: WindowQuery[];
+
+  /**
+   * Read the entity in this feature set (see PublishVersion): its published
+   * version, or `version` when given. Empty: the plain entity.
+   *
+   * @generated from field: string feature_set = 5;
+   */
+  featureSet: string;
+
+  /**
+   * @generated from field: string version = 6;
+   */
+  version: string;
 };
 
 /**
@@ -165,7 +376,7 @@ export type GetFeaturesRequest = Message<"featurestore.v1.GetFeaturesRequest"> &
  * Use `create(GetFeaturesRequestSchema)` to create a new message.
  */
 export const GetFeaturesRequestSchema: GenMessage<GetFeaturesRequest> = /*@__PURE__*/
-  messageDesc(file_featurestore_v1_featurestore, 4);
+  messageDesc(file_featurestore_v1_featurestore, 8);
 
 /**
  * @generated from message featurestore.v1.GetFeaturesResponse
@@ -194,6 +405,29 @@ export type GetFeaturesResponse = Message<"featurestore.v1.GetFeaturesResponse">
    * @generated from field: repeated string missing = 4;
    */
   missing: string[];
+
+  /**
+   * Features the entity has but that are older than their max age: requested
+   * names, or every such feature when no names were given. Never in `features`.
+   *
+   * @generated from field: repeated string stale = 5;
+   */
+  stale: string[];
+
+  /**
+   * One per GetFeaturesRequest.windows entry (none when not found).
+   *
+   * @generated from field: repeated featurestore.v1.WindowAggregate aggregates = 6;
+   */
+  aggregates: WindowAggregate[];
+
+  /**
+   * The server's clock at the read, ms since the epoch: set when a max age
+   * applied or windows were asked for (age = read_time_ms - event_time_ms).
+   *
+   * @generated from field: int64 read_time_ms = 7;
+   */
+  readTimeMs: bigint;
 };
 
 /**
@@ -201,7 +435,7 @@ export type GetFeaturesResponse = Message<"featurestore.v1.GetFeaturesResponse">
  * Use `create(GetFeaturesResponseSchema)` to create a new message.
  */
 export const GetFeaturesResponseSchema: GenMessage<GetFeaturesResponse> = /*@__PURE__*/
-  messageDesc(file_featurestore_v1_featurestore, 5);
+  messageDesc(file_featurestore_v1_featurestore, 9);
 
 /**
  * @generated from message featurestore.v1.BatchGetRequest
@@ -218,6 +452,31 @@ export type BatchGetRequest = Message<"featurestore.v1.BatchGetRequest"> & {
    * @generated from field: repeated string feature_names = 2;
    */
   featureNames: string[];
+
+  /**
+   * As in GetFeaturesRequest, applied to every entity.
+   *
+   * @generated from field: int64 max_age_ms = 3;
+   */
+  maxAgeMs: bigint;
+
+  /**
+   * @generated from field: repeated featurestore.v1.WindowQuery windows = 4;
+   */
+  windows: WindowQuery[];
+
+  /**
+   * Every entity is read in the same version of the feature set: one
+   * BatchGet never mixes versions.
+   *
+   * @generated from field: string feature_set = 5;
+   */
+  featureSet: string;
+
+  /**
+   * @generated from field: string version = 6;
+   */
+  version: string;
 };
 
 /**
@@ -225,7 +484,7 @@ export type BatchGetRequest = Message<"featurestore.v1.BatchGetRequest"> & {
  * Use `create(BatchGetRequestSchema)` to create a new message.
  */
 export const BatchGetRequestSchema: GenMessage<BatchGetRequest> = /*@__PURE__*/
-  messageDesc(file_featurestore_v1_featurestore, 6);
+  messageDesc(file_featurestore_v1_featurestore, 10);
 
 /**
  * @generated from message featurestore.v1.BatchGetResponse
@@ -247,6 +506,13 @@ export type BatchGetResponse = Message<"featurestore.v1.BatchGetResponse"> & {
    * @generated from field: uint32 misses = 3;
    */
   misses: number;
+
+  /**
+   * The feature set version read (when feature_set was given).
+   *
+   * @generated from field: string version = 4;
+   */
+  version: string;
 };
 
 /**
@@ -254,7 +520,7 @@ export type BatchGetResponse = Message<"featurestore.v1.BatchGetResponse"> & {
  * Use `create(BatchGetResponseSchema)` to create a new message.
  */
 export const BatchGetResponseSchema: GenMessage<BatchGetResponse> = /*@__PURE__*/
-  messageDesc(file_featurestore_v1_featurestore, 7);
+  messageDesc(file_featurestore_v1_featurestore, 11);
 
 /**
  * @generated from message featurestore.v1.SetFeaturesRequest
@@ -280,11 +546,24 @@ export type SetFeaturesRequest = Message<"featurestore.v1.SetFeaturesRequest"> &
 
   /**
    * True replaces the record; false merges: new names are added, existing
-   * names overwritten, other names kept.
+   * names overwritten, other names kept. Either way a feature whose stored
+   * event time is newer than the written one keeps its stored value.
    *
    * @generated from field: bool replace = 4;
    */
   replace: boolean;
+
+  /**
+   * Write into this version of a feature set (both or neither given).
+   *
+   * @generated from field: string feature_set = 5;
+   */
+  featureSet: string;
+
+  /**
+   * @generated from field: string version = 6;
+   */
+  version: string;
 };
 
 /**
@@ -292,12 +571,18 @@ export type SetFeaturesRequest = Message<"featurestore.v1.SetFeaturesRequest"> &
  * Use `create(SetFeaturesRequestSchema)` to create a new message.
  */
 export const SetFeaturesRequestSchema: GenMessage<SetFeaturesRequest> = /*@__PURE__*/
-  messageDesc(file_featurestore_v1_featurestore, 8);
+  messageDesc(file_featurestore_v1_featurestore, 12);
 
 /**
  * @generated from message featurestore.v1.SetFeaturesResponse
  */
 export type SetFeaturesResponse = Message<"featurestore.v1.SetFeaturesResponse"> & {
+  /**
+   * Features not written because the stored value's event time is newer.
+   *
+   * @generated from field: repeated string skipped = 1;
+   */
+  skipped: string[];
 };
 
 /**
@@ -305,7 +590,7 @@ export type SetFeaturesResponse = Message<"featurestore.v1.SetFeaturesResponse">
  * Use `create(SetFeaturesResponseSchema)` to create a new message.
  */
 export const SetFeaturesResponseSchema: GenMessage<SetFeaturesResponse> = /*@__PURE__*/
-  messageDesc(file_featurestore_v1_featurestore, 9);
+  messageDesc(file_featurestore_v1_featurestore, 13);
 
 /**
  * @generated from message featurestore.v1.BatchSetRequest
@@ -322,7 +607,31 @@ export type BatchSetRequest = Message<"featurestore.v1.BatchSetRequest"> & {
  * Use `create(BatchSetRequestSchema)` to create a new message.
  */
 export const BatchSetRequestSchema: GenMessage<BatchSetRequest> = /*@__PURE__*/
-  messageDesc(file_featurestore_v1_featurestore, 10);
+  messageDesc(file_featurestore_v1_featurestore, 14);
+
+/**
+ * The features one BatchSet item did not write (stored values were newer).
+ *
+ * @generated from message featurestore.v1.SkippedFeatures
+ */
+export type SkippedFeatures = Message<"featurestore.v1.SkippedFeatures"> & {
+  /**
+   * @generated from field: uint32 item = 1;
+   */
+  item: number;
+
+  /**
+   * @generated from field: repeated string names = 2;
+   */
+  names: string[];
+};
+
+/**
+ * Describes the message featurestore.v1.SkippedFeatures.
+ * Use `create(SkippedFeaturesSchema)` to create a new message.
+ */
+export const SkippedFeaturesSchema: GenMessage<SkippedFeatures> = /*@__PURE__*/
+  messageDesc(file_featurestore_v1_featurestore, 15);
 
 /**
  * @generated from message featurestore.v1.BatchSetResponse
@@ -332,6 +641,13 @@ export type BatchSetResponse = Message<"featurestore.v1.BatchSetResponse"> & {
    * @generated from field: uint32 written = 1;
    */
   written: number;
+
+  /**
+   * Only items with skipped features are listed.
+   *
+   * @generated from field: repeated featurestore.v1.SkippedFeatures skipped = 2;
+   */
+  skipped: SkippedFeatures[];
 };
 
 /**
@@ -339,7 +655,7 @@ export type BatchSetResponse = Message<"featurestore.v1.BatchSetResponse"> & {
  * Use `create(BatchSetResponseSchema)` to create a new message.
  */
 export const BatchSetResponseSchema: GenMessage<BatchSetResponse> = /*@__PURE__*/
-  messageDesc(file_featurestore_v1_featurestore, 11);
+  messageDesc(file_featurestore_v1_featurestore, 16);
 
 /**
  * @generated from message featurestore.v1.DeleteFeaturesRequest
@@ -356,6 +672,18 @@ export type DeleteFeaturesRequest = Message<"featurestore.v1.DeleteFeaturesReque
    * @generated from field: repeated string feature_names = 2;
    */
   featureNames: string[];
+
+  /**
+   * Delete in this version of a feature set (both or neither given).
+   *
+   * @generated from field: string feature_set = 5;
+   */
+  featureSet: string;
+
+  /**
+   * @generated from field: string version = 6;
+   */
+  version: string;
 };
 
 /**
@@ -363,7 +691,7 @@ export type DeleteFeaturesRequest = Message<"featurestore.v1.DeleteFeaturesReque
  * Use `create(DeleteFeaturesRequestSchema)` to create a new message.
  */
 export const DeleteFeaturesRequestSchema: GenMessage<DeleteFeaturesRequest> = /*@__PURE__*/
-  messageDesc(file_featurestore_v1_featurestore, 12);
+  messageDesc(file_featurestore_v1_featurestore, 17);
 
 /**
  * @generated from message featurestore.v1.DeleteFeaturesResponse
@@ -382,7 +710,349 @@ export type DeleteFeaturesResponse = Message<"featurestore.v1.DeleteFeaturesResp
  * Use `create(DeleteFeaturesResponseSchema)` to create a new message.
  */
 export const DeleteFeaturesResponseSchema: GenMessage<DeleteFeaturesResponse> = /*@__PURE__*/
-  messageDesc(file_featurestore_v1_featurestore, 13);
+  messageDesc(file_featurestore_v1_featurestore, 18);
+
+/**
+ * Adds `delta` to an int_value or double_value feature (absent: starts at 0
+ * with the delta's type). The feature must hold the delta's type:
+ * FAILED_PRECONDITION otherwise, and when an int64 would overflow.
+ *
+ * @generated from message featurestore.v1.Increment
+ */
+export type Increment = Message<"featurestore.v1.Increment"> & {
+  /**
+   * @generated from oneof featurestore.v1.Increment.delta
+   */
+  delta: {
+    /**
+     * @generated from field: int64 int_delta = 1;
+     */
+    value: bigint;
+    case: "intDelta";
+  } | {
+    /**
+     * @generated from field: double double_delta = 2;
+     */
+    value: number;
+    case: "doubleDelta";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message featurestore.v1.Increment.
+ * Use `create(IncrementSchema)` to create a new message.
+ */
+export const IncrementSchema: GenMessage<Increment> = /*@__PURE__*/
+  messageDesc(file_featurestore_v1_featurestore, 19);
+
+/**
+ * Pushes `values` (a string_list, int_list or float_list) onto the front of
+ * a list feature of the same kind, one item at a time as Redis LPUSH does (the
+ * last item given ends up first), then keeps the first `keep_last` items
+ * (newest first; 1 to MAX_LIST_ITEMS).
+ *
+ * @generated from message featurestore.v1.Append
+ */
+export type Append = Message<"featurestore.v1.Append"> & {
+  /**
+   * @generated from field: featurestore.v1.FeatureValue values = 1;
+   */
+  values?: FeatureValue | undefined;
+
+  /**
+   * @generated from field: uint32 keep_last = 2;
+   */
+  keepLast: number;
+};
+
+/**
+ * Describes the message featurestore.v1.Append.
+ * Use `create(AppendSchema)` to create a new message.
+ */
+export const AppendSchema: GenMessage<Append> = /*@__PURE__*/
+  messageDesc(file_featurestore_v1_featurestore, 20);
+
+/**
+ * Adds one event (value, event time) to a windowed feature: count 1, sum,
+ * min and max of `value` in the tile of its event time. The first Observe
+ * creates the feature with `spec`; a later one with another spec is
+ * FAILED_PRECONDITION. An event older than the retention is skipped.
+ *
+ * @generated from message featurestore.v1.Observe
+ */
+export type Observe = Message<"featurestore.v1.Observe"> & {
+  /**
+   * @generated from field: double value = 1;
+   */
+  value: number;
+
+  /**
+   * @generated from field: featurestore.v1.WindowSpec spec = 2;
+   */
+  spec?: WindowSpec | undefined;
+};
+
+/**
+ * Describes the message featurestore.v1.Observe.
+ * Use `create(ObserveSchema)` to create a new message.
+ */
+export const ObserveSchema: GenMessage<Observe> = /*@__PURE__*/
+  messageDesc(file_featurestore_v1_featurestore, 21);
+
+/**
+ * One atomic change to one feature.
+ *
+ * @generated from message featurestore.v1.FeatureUpdate
+ */
+export type FeatureUpdate = Message<"featurestore.v1.FeatureUpdate"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from oneof featurestore.v1.FeatureUpdate.op
+   */
+  op: {
+    /**
+     * Set if newer: skipped when the stored event time is newer.
+     *
+     * @generated from field: featurestore.v1.FeatureValue set = 2;
+     */
+    value: FeatureValue;
+    case: "set";
+  } | {
+    /**
+     * @generated from field: featurestore.v1.Increment increment = 3;
+     */
+    value: Increment;
+    case: "increment";
+  } | {
+    /**
+     * @generated from field: featurestore.v1.Append append = 4;
+     */
+    value: Append;
+    case: "append";
+  } | {
+    /**
+     * @generated from field: featurestore.v1.Observe observe = 5;
+     */
+    value: Observe;
+    case: "observe";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * The event time of the change (0: the server's clock); for `set` the
+   * value's own event_time_ms is used when this is 0.
+   *
+   * @generated from field: int64 event_time_ms = 6;
+   */
+  eventTimeMs: bigint;
+
+  /**
+   * A new default max age for the feature (0: keep the stored one).
+   *
+   * @generated from field: int64 max_age_ms = 7;
+   */
+  maxAgeMs: bigint;
+};
+
+/**
+ * Describes the message featurestore.v1.FeatureUpdate.
+ * Use `create(FeatureUpdateSchema)` to create a new message.
+ */
+export const FeatureUpdateSchema: GenMessage<FeatureUpdate> = /*@__PURE__*/
+  messageDesc(file_featurestore_v1_featurestore, 22);
+
+/**
+ * @generated from message featurestore.v1.UpdateFeaturesRequest
+ */
+export type UpdateFeaturesRequest = Message<"featurestore.v1.UpdateFeaturesRequest"> & {
+  /**
+   * @generated from field: string entity_id = 1;
+   */
+  entityId: string;
+
+  /**
+   * Applied in order, all or none: any invalid update fails the request and
+   * nothing is written. At most one update per feature name.
+   *
+   * @generated from field: repeated featurestore.v1.FeatureUpdate updates = 2;
+   */
+  updates: FeatureUpdate[];
+
+  /**
+   * As in SetFeaturesRequest (0: the entity keeps its expiry; a new entity
+   * gets DEFAULT_TTL_MS).
+   *
+   * @generated from field: int64 ttl_ms = 3;
+   */
+  ttlMs: bigint;
+
+  /**
+   * @generated from field: string feature_set = 5;
+   */
+  featureSet: string;
+
+  /**
+   * @generated from field: string version = 6;
+   */
+  version: string;
+};
+
+/**
+ * Describes the message featurestore.v1.UpdateFeaturesRequest.
+ * Use `create(UpdateFeaturesRequestSchema)` to create a new message.
+ */
+export const UpdateFeaturesRequestSchema: GenMessage<UpdateFeaturesRequest> = /*@__PURE__*/
+  messageDesc(file_featurestore_v1_featurestore, 23);
+
+/**
+ * @generated from message featurestore.v1.UpdateFeaturesResponse
+ */
+export type UpdateFeaturesResponse = Message<"featurestore.v1.UpdateFeaturesResponse"> & {
+  /**
+   * Updates not applied because the stored value was newer (set) or the
+   * event was older than the window's retention (observe).
+   *
+   * @generated from field: repeated string skipped = 1;
+   */
+  skipped: string[];
+
+  /**
+   * The value of every incremented feature after its increment.
+   *
+   * @generated from field: map<string, featurestore.v1.FeatureValue> values = 2;
+   */
+  values: { [key: string]: FeatureValue };
+};
+
+/**
+ * Describes the message featurestore.v1.UpdateFeaturesResponse.
+ * Use `create(UpdateFeaturesResponseSchema)` to create a new message.
+ */
+export const UpdateFeaturesResponseSchema: GenMessage<UpdateFeaturesResponse> = /*@__PURE__*/
+  messageDesc(file_featurestore_v1_featurestore, 24);
+
+/**
+ * @generated from message featurestore.v1.PublishVersionRequest
+ */
+export type PublishVersionRequest = Message<"featurestore.v1.PublishVersionRequest"> & {
+  /**
+   * Feature set and version names: 1 to 64 of [A-Za-z0-9_.-].
+   *
+   * @generated from field: string feature_set = 1;
+   */
+  featureSet: string;
+
+  /**
+   * @generated from field: string version = 2;
+   */
+  version: string;
+};
+
+/**
+ * Describes the message featurestore.v1.PublishVersionRequest.
+ * Use `create(PublishVersionRequestSchema)` to create a new message.
+ */
+export const PublishVersionRequestSchema: GenMessage<PublishVersionRequest> = /*@__PURE__*/
+  messageDesc(file_featurestore_v1_featurestore, 25);
+
+/**
+ * The state of a feature set after a change, or as read.
+ *
+ * @generated from message featurestore.v1.FeatureSetInfo
+ */
+export type FeatureSetInfo = Message<"featurestore.v1.FeatureSetInfo"> & {
+  /**
+   * @generated from field: string feature_set = 1;
+   */
+  featureSet: string;
+
+  /**
+   * What reads without a version get; empty when nothing is published.
+   *
+   * @generated from field: string current = 2;
+   */
+  current: string;
+
+  /**
+   * What RollbackVersion returns to; empty when there is none.
+   *
+   * @generated from field: string previous = 3;
+   */
+  previous: string;
+
+  /**
+   * Versions being dropped (their entities freed in steps in the background).
+   *
+   * @generated from field: repeated string dropping = 4;
+   */
+  dropping: string[];
+};
+
+/**
+ * Describes the message featurestore.v1.FeatureSetInfo.
+ * Use `create(FeatureSetInfoSchema)` to create a new message.
+ */
+export const FeatureSetInfoSchema: GenMessage<FeatureSetInfo> = /*@__PURE__*/
+  messageDesc(file_featurestore_v1_featurestore, 26);
+
+/**
+ * @generated from message featurestore.v1.RollbackVersionRequest
+ */
+export type RollbackVersionRequest = Message<"featurestore.v1.RollbackVersionRequest"> & {
+  /**
+   * @generated from field: string feature_set = 1;
+   */
+  featureSet: string;
+};
+
+/**
+ * Describes the message featurestore.v1.RollbackVersionRequest.
+ * Use `create(RollbackVersionRequestSchema)` to create a new message.
+ */
+export const RollbackVersionRequestSchema: GenMessage<RollbackVersionRequest> = /*@__PURE__*/
+  messageDesc(file_featurestore_v1_featurestore, 27);
+
+/**
+ * @generated from message featurestore.v1.DropVersionRequest
+ */
+export type DropVersionRequest = Message<"featurestore.v1.DropVersionRequest"> & {
+  /**
+   * @generated from field: string feature_set = 1;
+   */
+  featureSet: string;
+
+  /**
+   * @generated from field: string version = 2;
+   */
+  version: string;
+};
+
+/**
+ * Describes the message featurestore.v1.DropVersionRequest.
+ * Use `create(DropVersionRequestSchema)` to create a new message.
+ */
+export const DropVersionRequestSchema: GenMessage<DropVersionRequest> = /*@__PURE__*/
+  messageDesc(file_featurestore_v1_featurestore, 28);
+
+/**
+ * @generated from message featurestore.v1.GetFeatureSetRequest
+ */
+export type GetFeatureSetRequest = Message<"featurestore.v1.GetFeatureSetRequest"> & {
+  /**
+   * @generated from field: string feature_set = 1;
+   */
+  featureSet: string;
+};
+
+/**
+ * Describes the message featurestore.v1.GetFeatureSetRequest.
+ * Use `create(GetFeatureSetRequestSchema)` to create a new message.
+ */
+export const GetFeatureSetRequestSchema: GenMessage<GetFeatureSetRequest> = /*@__PURE__*/
+  messageDesc(file_featurestore_v1_featurestore, 29);
 
 /**
  * @generated from service featurestore.v1.FeatureStoreService
@@ -427,6 +1097,59 @@ export const FeatureStoreService: GenService<{
     methodKind: "unary";
     input: typeof DeleteFeaturesRequestSchema;
     output: typeof DeleteFeaturesResponseSchema;
+  },
+  /**
+   * Increments, appends, windowed events and sets-if-newer on one entity,
+   * applied atomically (on Redis too).
+   *
+   * @generated from rpc featurestore.v1.FeatureStoreService.UpdateFeatures
+   */
+  updateFeatures: {
+    methodKind: "unary";
+    input: typeof UpdateFeaturesRequestSchema;
+    output: typeof UpdateFeaturesResponseSchema;
+  },
+  /**
+   * Makes `version` what every server reads for the set; the current one
+   * becomes `previous`.
+   *
+   * @generated from rpc featurestore.v1.FeatureStoreService.PublishVersion
+   */
+  publishVersion: {
+    methodKind: "unary";
+    input: typeof PublishVersionRequestSchema;
+    output: typeof FeatureSetInfoSchema;
+  },
+  /**
+   * Makes `previous` current again (FAILED_PRECONDITION when there is none).
+   *
+   * @generated from rpc featurestore.v1.FeatureStoreService.RollbackVersion
+   */
+  rollbackVersion: {
+    methodKind: "unary";
+    input: typeof RollbackVersionRequestSchema;
+    output: typeof FeatureSetInfoSchema;
+  },
+  /**
+   * Drops a version that is not current (FAILED_PRECONDITION); dropping
+   * `previous` leaves nothing to roll back to. Its entities are freed in
+   * bounded steps in the background; the answer lists it in `dropping` until
+   * then.
+   *
+   * @generated from rpc featurestore.v1.FeatureStoreService.DropVersion
+   */
+  dropVersion: {
+    methodKind: "unary";
+    input: typeof DropVersionRequestSchema;
+    output: typeof FeatureSetInfoSchema;
+  },
+  /**
+   * @generated from rpc featurestore.v1.FeatureStoreService.GetFeatureSet
+   */
+  getFeatureSet: {
+    methodKind: "unary";
+    input: typeof GetFeatureSetRequestSchema;
+    output: typeof FeatureSetInfoSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_featurestore_v1_featurestore, 0);

@@ -4,7 +4,7 @@
  * returns an integer handle; the value is read through the handle.
  *
  * Handles encode `(slot << shardBits) | shard` and stay valid until the next write (`set`,
- * `delete`, `clear`) to the cache. Only a write can move or reuse bytes; a `find` that reclaims
+ * `delete`, `walk`, `clear`) to the cache. Only a write can move or reuse bytes; a `find` that reclaims
  * an expired entry frees space but never moves or overwrites another entry's bytes.
  */
 
@@ -21,6 +21,7 @@ import {
   C_MISSES,
   COUNTER_STRIDE,
   unsafeExposeInternals as exposeShard,
+  type KeyPredicate,
   Shard,
   type ShardGeometry,
   shardGeometry,
@@ -28,6 +29,7 @@ import {
 
 export { CacheError, type CacheErrorCode } from "./errors.ts";
 export { hashBytes } from "./hash.ts";
+export type { KeyPredicate } from "./shard.ts";
 
 /** Longest key accepted by `set`, bytes. */
 export const MAX_KEY_BYTES = 65535;
@@ -165,6 +167,8 @@ export class ShardedLruCache {
   private readonly shards: Shard[];
   private readonly shardMask: number;
   private readonly shardBits: number;
+  /** Slots per shard: a walk's cursor is `shard * shardSlots + slot`. */
+  private readonly shardSlots: number;
   /** Random per cache, against hash flooding; tests fix it through unsafeExposeInternals. */
   private seed: number;
   /** ANDed into every key hash: -1 except in tests that force collisions. */
@@ -204,6 +208,7 @@ export class ShardedLruCache {
     this.shardCount = shardCount;
     this.shardMask = shardCount - 1;
     this.shardBits = Math.log2(shardCount);
+    this.shardSlots = perShardEntries;
     this.seed = randomSeed();
     this.hashMask = -1;
     this.maxEntry = geometry.maxEntryBytes;
@@ -262,6 +267,14 @@ export class ShardedLruCache {
   }
 
   /**
+   * The fresh-until time `set` stored with the entry behind a handle, ms since the epoch (0 =
+   * none). Reads only the slot record `find` already fetched unless the entry has one.
+   */
+  freshUntil(handle: number): number {
+    return this.shards[handle & this.shardMask]!.freshUntil(handle >>> this.shardBits);
+  }
+
+  /**
    * Copies the value behind a handle into `out` at `offset`; returns the bytes copied. Throws
    * RangeError if it does not fit. Allocates nothing for values up to 2 KiB while `out`'s
    * ArrayBuffer stays the same from call to call (see `copy.ts`).
@@ -299,10 +312,19 @@ export class ShardedLruCache {
    * least recently used entries of the key's shard while it is over `maxEntries` or `maxBytes`.
    * The bytes are copied; the caller may reuse its buffers (but must not pass a view into this
    * cache's arenas as `value`). `ttlMs` 0 (default) = no expiry; else the entry expires at
-   * `now() + ttlMs`. Throws `CacheError` `KEY_TOO_LARGE` (key > 65535 bytes) or `VALUE_TOO_LARGE`
-   * (key+value > `maxEntryBytes`), and RangeError for a bad ttl or key range.
+   * `now() + ttlMs`. `freshUntil` is a time (ms since the epoch, 0 = none, the default) kept with
+   * the entry for `freshUntil(handle)`; the cache gives it no meaning (it neither expires nor
+   * evicts by it). Throws `CacheError` `KEY_TOO_LARGE` (key > 65535 bytes) or `VALUE_TOO_LARGE`
+   * (key+value > `maxEntryBytes`), and RangeError for a bad ttl, fresh-until time or key range.
    */
-  set(key: Uint8Array, value: Uint8Array, ttlMs = 0, keyStart = 0, keyEnd: number = key.length): void {
+  set(
+    key: Uint8Array,
+    value: Uint8Array,
+    ttlMs = 0,
+    keyStart = 0,
+    keyEnd: number = key.length,
+    freshUntil = 0,
+  ): void {
     const h = this.hash(key, keyStart, keyEnd);
     const keyLen = keyEnd - keyStart;
     if (keyLen > MAX_KEY_BYTES) {
@@ -322,7 +344,47 @@ export class ShardedLruCache {
       }
       expiresAt = this.now() + ttlMs;
     }
-    this.shards[h & this.shardMask]!.set(key, keyStart, keyEnd, h, value, expiresAt);
+    if (freshUntil !== 0 && !(freshUntil > 0 && freshUntil < Number.POSITIVE_INFINITY)) {
+      throw new RangeError(`freshUntil must be 0 (none) or a finite time in ms > 0; got ${freshUntil}`);
+    }
+    this.shards[h & this.shardMask]!.set(key, keyStart, keyEnd, h, value, expiresAt, freshUntil);
+  }
+
+  /**
+   * Walks the entries slot by slot, shard after shard, from `cursor` (0 to start), handing each
+   * live entry's key bytes `arena[keyStart, keyEnd)` to `remove` (a view into the cache, valid
+   * during the call; `remove` must not write to the cache) and removing the entry when it answers
+   * true. Stops after walking `maxSlots` slots or removing `maxRemoved` entries, whichever comes
+   * first; returns the cursor to resume from, or -1 once every slot has been walked. Slots are
+   * walked in id order and an entry keeps its slot while it lives, so removals (the walk's own, or
+   * any between calls) never make it skip or revisit an entry; entries set between calls may be
+   * walked or not. Expired entries are walked like live ones. Removals count as neither
+   * evictions nor expirations. Allocates nothing.
+   */
+  walk(cursor: number, maxSlots: number, maxRemoved: number, remove: KeyPredicate): number {
+    if (!Number.isInteger(cursor) || cursor < 0) {
+      throw new RangeError(`cursor must be 0 or a cursor walk returned; got ${cursor}`);
+    }
+    if (!(maxSlots >= 1 && maxRemoved >= 1)) {
+      throw new RangeError(`maxSlots and maxRemoved must be >= 1; got ${maxSlots} and ${maxRemoved}`);
+    }
+    const per = this.shardSlots;
+    let si = Math.floor(cursor / per);
+    let slot = cursor - si * per;
+    let slotsLeft = maxSlots;
+    let removalsLeft = maxRemoved;
+    for (; si < this.shardCount; si++, slot = 0) {
+      const shard = this.shards[si]!;
+      if (slot >= shard.slotsUsed) continue;
+      const next = shard.walk(slot, slotsLeft, removalsLeft, remove);
+      slotsLeft -= next - slot;
+      removalsLeft -= shard.walkRemoved;
+      if (slotsLeft <= 0 || removalsLeft <= 0) {
+        if (next < shard.slotsUsed) return si * per + next;
+        return si + 1 < this.shardCount ? (si + 1) * per : -1;
+      }
+    }
+    return -1;
   }
 
   /** Removes the key; true if a live entry was removed (an expired one is reclaimed, counted, and gives false). */
@@ -419,9 +481,9 @@ export class ShardedLruCache {
   }
 
   /** `set` with a string key. */
-  setString(key: string, value: Uint8Array, ttlMs = 0): void {
+  setString(key: string, value: Uint8Array, ttlMs = 0, freshUntil = 0): void {
     const n = this.encodeKey(key);
-    this.set(this.scratch, value, ttlMs, 0, n);
+    this.set(this.scratch, value, ttlMs, 0, n, freshUntil);
   }
 
   /** `delete` with a string key. */

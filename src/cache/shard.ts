@@ -11,11 +11,22 @@
  * int  3    next       slot towards LRU (tail), -1 at the tail
  * int  4    bucket     index bucket holding this slot (kept current when deletion shifts entries)
  * int  5    block      byte offset of the entry's block in the arena (also in the bucket)
- * int  6    keyLen     bytes
+ * int  6    keyWord    bits 0-15 keyLen (bytes, <= 65535); bit 16 FRESH_FLAG; bits 17-31 zero
  * int  7    valueLen   bytes
  * ```
  * 32 bytes keep a record inside one half of a 64-byte cache line, so a lookup reads one line of
- * metadata for the entry it finds.
+ * metadata for the entry it finds. Every reader of the key length masks `keyWord` with KEY_LEN_MASK.
+ *
+ * ## Fresh-until times (`freshUntilMs`, Float64Array, 1 float per slot, allocated on first use)
+ *
+ * `freshUntilMs[slot]` is the entry's fresh-until time (ms since the epoch), meaningful only while
+ * FRESH_FLAG is set in the slot's keyWord; a slot without the flag has fresh-until 0. A plain hit
+ * reads keyWord anyway (the key compare), so entries without a fresh-until time cost nothing and
+ * never touch the array (a cache that never sees one never allocates it; one that does pays
+ * 8 bytes per slot, committed by the OS page by page as slots are flagged). It is indexed by slot,
+ * and a slot keeps its id while its entry lives (compaction moves blocks, not slots; removals
+ * shift index buckets, not slots), so it needs no upkeep when blocks move; a reused slot rewrites
+ * its keyWord, which clears a stale flag.
  *
  * ## Index (`table`, Int32Array, 3 ints per bucket)
  *
@@ -48,8 +59,12 @@ const M_PREV = 2;
 const M_NEXT = 3;
 const M_BUCKET = 4;
 const M_BLOCK = 5;
-const M_KEYLEN = 6;
+const M_KEYWORD = 6;
 const M_VALLEN = 7;
+/** keyWord bits holding the key length (keys are at most 65535 bytes, index.ts MAX_KEY_BYTES). */
+const KEY_LEN_MASK = 0xffff;
+/** keyWord bit set when the entry has a fresh-until time in `freshUntilMs`. */
+const FRESH_FLAG = 0x10000;
 
 /** Block header bytes (holds slot id or -blockBytes). */
 const HEADER = 4;
@@ -101,6 +116,9 @@ const PREFETCH_MAX_BYTES = 512;
 
 /** 2^-32, to map a 32-bit hash onto [0, buckets) with a multiply instead of a modulo. */
 const TWO_POW_NEG_32 = 2.3283064365386963e-10;
+
+/** Decides, from an entry's key bytes `arena[keyStart, keyEnd)`, whether a walk removes it. */
+export type KeyPredicate = (arena: Uint8Array, keyStart: number, keyEnd: number) => boolean;
 
 /** Sizes derived from a shard's bounds; computed once, validated by the cache before allocating. */
 export interface ShardGeometry {
@@ -199,6 +217,8 @@ export class Shard {
   readonly meta: Int32Array;
   /** Float64 view of `meta`: `metaF[slot * 4]` is the expiry time. */
   readonly metaF: Float64Array;
+  /** Fresh-until time per slot, read only under FRESH_FLAG (see the file comment); null until first needed. */
+  private freshUntilMs: Float64Array | null = null;
   private readonly table: Int32Array;
   /** Key+value blocks. Replaced by `clear()`. */
   arena: Uint8Array;
@@ -218,6 +238,7 @@ export class Shard {
 
   private readonly freeSlots: Int32Array;
   private freeSlotCount = 0;
+  /** Slots ever used: slots at and above it have never held an entry. */
   private fresh = 0;
   private head = -1;
   private tail = -1;
@@ -225,6 +246,8 @@ export class Shard {
   prefetched = 0;
   /** Bucket of the last successful `lookup`, so removal needs no second probe. */
   private lastBucket = -1;
+  /** Entries the last `walk` removed. */
+  walkRemoved = 0;
 
   /** This shard's counter row (a view into the cache's counter array). */
   private readonly c: Float64Array;
@@ -289,7 +312,7 @@ export class Shard {
         let touch = 0;
         for (let q = p + 64, qEnd = p + this.prefetchBytes(); q < qEnd; q += 64) touch |= arena[q]!;
         this.prefetched = touch;
-        if (meta[(sp - 1) * META_INTS + M_KEYLEN] === len) {
+        if ((meta[(sp - 1) * META_INTS + M_KEYWORD]! & KEY_LEN_MASK) === len) {
           let j = start;
           while (j < end && arena[p] === key[j]) {
             p++;
@@ -477,7 +500,7 @@ export class Shard {
         runDst = dst;
       }
       const m = h * META_INTS;
-      const size = blockSize(meta[m + M_KEYLEN]!, meta[m + M_VALLEN]!);
+      const size = blockSize(meta[m + M_KEYWORD]! & KEY_LEN_MASK, meta[m + M_VALLEN]!);
       meta[m + M_BLOCK] = dst;
       table[meta[m + M_BUCKET]! * BUCKET_INTS + 2] = dst;
       src += size;
@@ -512,7 +535,7 @@ export class Shard {
   private removeEntry(slot: number, bucket: number): void {
     const meta = this.meta;
     const m = slot * META_INTS;
-    const keyLen = meta[m + M_KEYLEN]!;
+    const keyLen = meta[m + M_KEYWORD]! & KEY_LEN_MASK;
     const valueLen = meta[m + M_VALLEN]!;
     this.tableRemoveAt(bucket);
     this.unlink(slot);
@@ -574,7 +597,15 @@ export class Shard {
    * Inserts or overwrites. The cache has checked that key+value fits `maxEntryBytes`.
    * An overwrite that keeps the block size is done in place; otherwise the old block is freed first.
    */
-  set(key: Uint8Array, start: number, end: number, hash: number, value: Uint8Array, expiresAt: number): void {
+  set(
+    key: Uint8Array,
+    start: number,
+    end: number,
+    hash: number,
+    value: Uint8Array,
+    expiresAt: number,
+    freshUntil: number,
+  ): void {
     const keyLen = end - start;
     const valueLen = value.length;
     const need = keyLen + valueLen;
@@ -597,6 +628,7 @@ export class Shard {
           this.segLive[block >>> this.segShift]! -= gap;
           this.liveBlockBytes -= gap;
         }
+        meta[m + M_KEYWORD] = freshUntil === 0 ? keyLen : this.flagFresh(slot, keyLen, freshUntil);
         meta[m + M_VALLEN] = valueLen;
         this.metaF[slot << 2] = expiresAt;
         c[C_BYTES]! += valueLen - oldLen;
@@ -621,12 +653,54 @@ export class Shard {
     const m = slot * META_INTS;
     this.metaF[slot << 2] = expiresAt;
     meta[m + M_BLOCK] = block;
-    meta[m + M_KEYLEN] = keyLen;
+    meta[m + M_KEYWORD] = freshUntil === 0 ? keyLen : this.flagFresh(slot, keyLen, freshUntil);
     meta[m + M_VALLEN] = valueLen;
     this.linkFront(slot);
     this.tableInsert(hash, slot, block);
     c[C_ENTRIES]!++;
     c[C_BYTES]! += need;
+  }
+
+  /** Stores a slot's fresh-until time (> 0) and answers its keyWord with FRESH_FLAG set. */
+  private flagFresh(slot: number, keyLen: number, freshUntil: number): number {
+    if (this.freshUntilMs === null) this.freshUntilMs = new Float64Array(this.capacity);
+    this.freshUntilMs[slot] = freshUntil;
+    return keyLen | FRESH_FLAG;
+  }
+
+  /**
+   * Walks slots from `from`, at most `maxSlots` of them and never past the last slot ever used,
+   * handing each live entry's key `arena[keyStart, keyEnd)` to `remove` and removing the entry
+   * when it answers true, until `maxRemoved` removals. Returns the slot to resume from and leaves
+   * the removal count in `walkRemoved`. A live entry's slot id never changes (removals shift index
+   * buckets, compaction moves blocks), so removals during or between walks cannot make one skip
+   * or revisit an entry. `remove` must not write to the cache.
+   */
+  walk(from: number, maxSlots: number, maxRemoved: number, remove: KeyPredicate): number {
+    const meta = this.meta;
+    const table = this.table;
+    const end = Math.min(from + maxSlots, this.fresh);
+    let removed = 0;
+    let s = from;
+    for (; s < end && removed < maxRemoved; s++) {
+      const m = s * META_INTS;
+      const bucket = meta[m + M_BUCKET]!;
+      // Live iff the index holds the slot, and then at its recorded bucket (kept current on shifts);
+      // a freed slot's bucket field is stale, but no bucket names a freed slot.
+      if (table[bucket * BUCKET_INTS + 1] !== s + 1) continue;
+      const at = meta[m + M_BLOCK]! + HEADER;
+      if (remove(this.arena, at, at + (meta[m + M_KEYWORD]! & KEY_LEN_MASK))) {
+        this.removeEntry(s, bucket);
+        removed++;
+      }
+    }
+    this.walkRemoved = removed;
+    return s;
+  }
+
+  /** Slots ever used since the last `clear` (a walk is done with the shard once it reaches it). */
+  get slotsUsed(): number {
+    return this.fresh;
   }
 
   // ---- handle accessors ------------------------------------------------------------------------------
@@ -637,11 +711,15 @@ export class Shard {
 
   valueOffset(slot: number): number {
     const m = slot * META_INTS;
-    return this.meta[m + M_BLOCK]! + HEADER + this.meta[m + M_KEYLEN]!;
+    return this.meta[m + M_BLOCK]! + HEADER + (this.meta[m + M_KEYWORD]! & KEY_LEN_MASK);
   }
 
   expiresAt(slot: number): number {
     return this.metaF[slot << 2]!;
+  }
+
+  freshUntil(slot: number): number {
+    return (this.meta[slot * META_INTS + M_KEYWORD]! & FRESH_FLAG) === 0 ? 0 : this.freshUntilMs![slot]!;
   }
 
   /** Copies the value of `slot` into out[offset, ...) (bounds checked by the caller). */
@@ -649,7 +727,8 @@ export class Shard {
     const m = slot * META_INTS;
     const meta = this.meta;
     const len = meta[m + M_VALLEN]!;
-    copier.copy(this.arena, this.a32, meta[m + M_BLOCK]! + HEADER + meta[m + M_KEYLEN]!, out, offset, len);
+    const at = meta[m + M_BLOCK]! + HEADER + (meta[m + M_KEYWORD]! & KEY_LEN_MASK);
+    copier.copy(this.arena, this.a32, at, out, offset, len);
     return len;
   }
 
@@ -701,7 +780,7 @@ export class Shard {
     const keys: Uint8Array[] = [];
     for (let s = this.head; s >= 0; s = this.meta[s * META_INTS + M_NEXT]!) {
       const at = this.meta[s * META_INTS + M_BLOCK]! + HEADER;
-      keys.push(this.arena.slice(at, at + this.meta[s * META_INTS + M_KEYLEN]!));
+      keys.push(this.arena.slice(at, at + (this.meta[s * META_INTS + M_KEYWORD]! & KEY_LEN_MASK)));
     }
     return keys;
   }
@@ -723,7 +802,11 @@ export class Shard {
       inList[s] = 1;
       const m = s * META_INTS;
       if (meta[m + M_PREV] !== prev) fail(`slot ${s} prev link ${meta[m + M_PREV]} != ${prev}`);
-      const k = meta[m + M_KEYLEN]!;
+      const word = meta[m + M_KEYWORD]!;
+      if ((word & ~(KEY_LEN_MASK | FRESH_FLAG)) !== 0) fail(`slot ${s}: stray bits in keyWord ${word}`);
+      if ((word & FRESH_FLAG) !== 0 && !(this.freshUntilMs !== null && this.freshUntilMs[s]! > 0))
+        fail(`slot ${s}: flagged fresh-until without a time`);
+      const k = word & KEY_LEN_MASK;
       const block = meta[m + M_BLOCK]!;
       bytes += k + meta[m + M_VALLEN]!;
       if (this.a32[block >> 2] !== s) fail(`block header at ${block} != slot ${s}`);
@@ -773,7 +856,7 @@ export class Shard {
         }
         const m = h * META_INTS;
         if (meta[m + M_BLOCK] !== p || !inList[h]) fail(`stale live block at ${p}`);
-        const size = blockSize(meta[m + M_KEYLEN]!, meta[m + M_VALLEN]!);
+        const size = blockSize(meta[m + M_KEYWORD]! & KEY_LEN_MASK, meta[m + M_VALLEN]!);
         live += size;
         p += size;
       }

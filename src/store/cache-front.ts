@@ -4,7 +4,9 @@
  * the cache (too large for it, or just loaded and not cacheable), valid like any handle until
  * the next store call. Absence is cached as ABSENT, a record no write can produce.
  */
-import { type CacheOptions, ShardedLruCache } from "../cache/index.ts";
+import { type CacheOptions, type KeyPredicate, ShardedLruCache } from "../cache/index.ts";
+import { recordFreshUntil } from "../codec/value-meta.ts";
+import type { PrefixDrop } from "./types.ts";
 
 /** Cached for an entity known to be absent: a record never starts with a 0 byte (tag 0 is invalid). */
 export const ABSENT = new Uint8Array([0]);
@@ -17,6 +19,7 @@ export abstract class CacheFront {
   readonly cache: ShardedLruCache;
   private side: Uint8Array = ABSENT;
   private sideExpiresAt = 0;
+  private sideFreshUntil = 0;
 
   constructor(options: CacheOptions) {
     this.cache = new ShardedLruCache(options);
@@ -31,10 +34,18 @@ export abstract class CacheFront {
     return h;
   }
 
-  /** Serves `record` from beside the cache: returns the SIDE handle. */
-  protected serveSide(record: Uint8Array, expiresAt: number): number {
+  /**
+   * Serves `record` from beside the cache: returns the SIDE handle. `freshUntil` as
+   * `freshUntil()` answers it; computed from the record when not given.
+   */
+  protected serveSide(
+    record: Uint8Array,
+    expiresAt: number,
+    freshUntil: number = recordFreshUntil(record, 0, record.length),
+  ): number {
     this.side = record;
     this.sideExpiresAt = expiresAt;
+    this.sideFreshUntil = freshUntil;
     return SIDE;
   }
 
@@ -54,5 +65,54 @@ export abstract class CacheFront {
   }
   expiresAt(handle: number): number {
     return handle === SIDE ? this.sideExpiresAt : this.cache.expiresAt(handle);
+  }
+  freshUntil(handle: number): number {
+    return handle === SIDE ? this.sideFreshUntil : this.cache.freshUntil(handle);
+  }
+}
+
+/**
+ * Slots a cache prefix drop walks per record it may remove: a step of `max` walks at most
+ * `max * DROP_SLOTS_PER_RECORD` slots. At 8 a step of 256 walks ~2k slot records (64 KiB of
+ * metadata, well under 1 ms) and a prefix holding a tenth of the cache needs no more steps than
+ * its records require.
+ */
+export const DROP_SLOTS_PER_RECORD = 8;
+
+/**
+ * Frees a cache's entries whose key starts with a prefix, walking its slots a bounded stretch
+ * per step (the memory store's `dropPrefix`; the cache is the whole store there).
+ */
+export class CachePrefixDrop implements PrefixDrop {
+  private cursor = 0;
+  /** Entries the current step removed (counted by `matches`, which the walk obeys). */
+  private removed = 0;
+  private readonly matches: KeyPredicate;
+
+  constructor(
+    private readonly cache: ShardedLruCache,
+    prefix: Uint8Array,
+  ) {
+    const p = prefix.slice();
+    const n = p.length;
+    this.matches = (arena, start, end) => {
+      if (end - start < n) return false;
+      for (let i = 0; i < n; i++) if (arena[start + i] !== p[i]) return false;
+      this.removed++;
+      return true;
+    };
+  }
+
+  get done(): boolean {
+    return this.cursor < 0;
+  }
+
+  /** Removes up to `max` (>= 1) entries, walking at most `max * DROP_SLOTS_PER_RECORD` slots. */
+  step(max: number): number {
+    if (this.cursor < 0) return 0;
+    const limit = Math.max(1, Math.floor(max));
+    this.removed = 0;
+    this.cursor = this.cache.walk(this.cursor, limit * DROP_SLOTS_PER_RECORD, limit, this.matches);
+    return this.removed;
   }
 }

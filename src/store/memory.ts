@@ -1,7 +1,8 @@
 /** The in-memory record store: the typed-array sharded LRU of src/cache. */
 import { CacheError, type CacheOptions, ShardedLruCache } from "../cache/index.ts";
 import { Code, FeatureStoreError } from "../codec/status.ts";
-import type { DurableStore } from "./types.ts";
+import { CachePrefixDrop } from "./cache-front.ts";
+import type { DurableStore, PrefixDrop } from "./types.ts";
 
 /** The cache is the store (STORE=memory): nothing survives the process; writes are "durable" at once. */
 export class MemoryStore implements DurableStore {
@@ -33,14 +34,24 @@ export class MemoryStore implements DurableStore {
   expiresAt(handle: number): number {
     return this.cache.expiresAt(handle);
   }
+  freshUntil(handle: number): number {
+    return this.cache.freshUntil(handle);
+  }
   /**
    * Cache errors become FeatureStoreErrors in the operator's terms: a record too large for the
    * cache names the variables that set the bound. The service validates TTLs and ids first, so
    * anything else here is a bug of ours and stays INTERNAL.
    */
-  write(key: Uint8Array, start: number, end: number, record: Uint8Array, ttlMs: number): void {
+  write(
+    key: Uint8Array,
+    start: number,
+    end: number,
+    record: Uint8Array,
+    ttlMs: number,
+    freshUntil: number,
+  ): void {
     try {
-      this.cache.set(key, record, ttlMs, start, end);
+      this.cache.set(key, record, ttlMs, start, end, freshUntil);
     } catch (err) {
       if (err instanceof CacheError && err.code !== "INVALID_OPTION") {
         throw new FeatureStoreError(
@@ -55,6 +66,10 @@ export class MemoryStore implements DurableStore {
   }
   remove(key: Uint8Array, start: number, end: number): boolean {
     return this.cache.delete(key, start, end);
+  }
+  /** Walks the cache's slots, a bounded stretch per step (see CachePrefixDrop). */
+  dropPrefix(prefix: Uint8Array): PrefixDrop {
+    return new CachePrefixDrop(this.cache, prefix);
   }
   now(): number {
     return this.clock();

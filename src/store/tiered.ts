@@ -12,13 +12,19 @@
  *
  * Records too large for the cache's segments are kept in the backend only and served from beside
  * the cache (cache-front.ts).
+ *
+ * A record's fresh-until time (`freshUntil`) is not a column: the write that stores a record
+ * hands it to the cache, and a record read from the file gets it from `recordFreshUntil` (a walk
+ * of the record's entry headers, small beside the B-tree read of the miss itself). A column would
+ * save that walk but change the file's schema, which this server refuses to read across versions.
  */
 import { CacheError, type CacheOptions } from "../cache/index.ts";
 import { Code, FeatureStoreError } from "../codec/status.ts";
+import { recordFreshUntil } from "../codec/value-meta.ts";
 import { type Logger, silentLogger } from "../log/index.ts";
 import { ABSENT, CacheFront, NOT_CACHED } from "./cache-front.ts";
 import { type Durability, SqliteBackend } from "./sqlite/backend.ts";
-import type { DurableStore } from "./types.ts";
+import type { DurableStore, PrefixDrop } from "./types.ts";
 
 /**
  * The WAL is checkpointed into the database file this often, ms: with DURABILITY=async that is
@@ -91,36 +97,48 @@ export class TieredStore extends CacheFront implements DurableStore {
   /** A miss: reads the backend and fills the cache (the record, or the absence marker). */
   private load(key: Uint8Array, start: number, end: number): number {
     const id = key.subarray(start, end);
-    let stored: ReturnType<SqliteBackend["read"]>;
-    try {
-      stored = this.backend.read(id);
-    } catch (err) {
-      // A failed read inside the turn's transaction rolled it back: the turn's writes fail too.
-      const e = FeatureStoreError.from(err);
-      if (this.settle !== null) this.fail(e);
-      throw e;
-    }
+    const stored = this.backendRead(() => this.backend.read(id));
     if (stored === null) {
       this.cache.set(key, ABSENT, 0, start, end);
       return -1;
     }
+    const record = stored.record;
+    const freshUntil = recordFreshUntil(record, 0, record.length);
     const ttl = stored.expiresAt === 0 ? 0 : Math.max(1, stored.expiresAt - this.clock());
-    if (end - start + stored.record.length > this.cache.maxEntryBytes)
-      return this.serveSide(stored.record, stored.expiresAt);
-    this.cache.set(key, stored.record, ttl, start, end);
+    if (end - start + record.length > this.cache.maxEntryBytes)
+      return this.serveSide(record, stored.expiresAt, freshUntil);
+    this.cache.set(key, record, ttl, start, end, freshUntil);
     return this.cache.find(key, start, end);
+  }
+
+  /** Runs a backend read; a failure inside the turn's transaction rolled it back, so the turn's writes fail too. */
+  private backendRead<T>(f: () => T): T {
+    try {
+      return f();
+    } catch (err) {
+      const e = FeatureStoreError.from(err);
+      if (this.settle !== null) this.fail(e);
+      throw e;
+    }
   }
 
   now(): number {
     return this.clock();
   }
 
-  write(key: Uint8Array, start: number, end: number, record: Uint8Array, ttlMs: number): void {
+  write(
+    key: Uint8Array,
+    start: number,
+    end: number,
+    record: Uint8Array,
+    ttlMs: number,
+    freshUntil: number,
+  ): void {
     const expiresAt = ttlMs === 0 ? 0 : this.clock() + ttlMs;
     this.backendWrite(() => this.backend.put(key.subarray(start, end), record, expiresAt));
     try {
       if (end - start + record.length <= this.cache.maxEntryBytes)
-        this.cache.set(key, record, ttlMs, start, end);
+        this.cache.set(key, record, ttlMs, start, end, freshUntil);
       else this.cache.delete(key, start, end); // served from the backend from now on
     } catch (err) {
       if (err instanceof CacheError) this.cache.delete(key, start, end);
@@ -130,9 +148,41 @@ export class TieredStore extends CacheFront implements DurableStore {
 
   remove(key: Uint8Array, start: number, end: number): boolean {
     if (this.find(key, start, end) < 0) return false;
-    this.backendWrite(() => this.backend.delete(key.subarray(start, end)));
+    this.erase(key, start, end);
     this.cache.set(key, ABSENT, 0, start, end);
     return true;
+  }
+
+  /** Deletes the row of key[start,end) in the turn's batch (the caller sets the cache). */
+  private erase(key: Uint8Array, start: number, end: number): void {
+    this.backendWrite(() => this.backend.delete(key.subarray(start, end)));
+  }
+
+  /**
+   * Deletes the file's rows under `prefix` in key order, `max` per step, each as `remove` does
+   * (in the turn's batch), and their cached copies; a step's promise settles once its deletes
+   * are committed (see SqlitePrefixDrop).
+   */
+  dropPrefix(prefix: Uint8Array): PrefixDrop {
+    const p = prefix.slice();
+    return new SqlitePrefixDrop(
+      p,
+      (from, limit) => this.removePrefixed(p, from, limit),
+      () => this.sync(),
+    );
+  }
+
+  /** Removes up to `limit` rows under `prefix` from the key `from` on; answers their ids. */
+  private removePrefixed(prefix: Uint8Array, from: Uint8Array, limit: number): Uint8Array[] {
+    if (this.closed) throw new FeatureStoreError(Code.Unavailable, "the server is shutting down");
+    const ids = this.backendRead(() => this.backend.idsWithPrefix(prefix, from, limit));
+    for (const id of ids) {
+      this.erase(id, 0, id.length);
+      // Not the absence marker `remove` leaves: a dropped version is not read again, and a marker
+      // per dropped record would evict the live ones.
+      this.cache.delete(id);
+    }
+    return ids;
   }
 
   /** Runs a backend write in the turn's batch; a failure fails the whole batch. */
@@ -217,8 +267,10 @@ export class TieredStore extends CacheFront implements DurableStore {
     let n = 0;
     const now = this.clock();
     for (const { id, record, expiresAt } of this.backend.recent(limit)) {
-      if (id.length + record.length <= this.cache.maxEntryBytes)
-        this.cache.set(id, record, expiresAt === 0 ? 0 : Math.max(1, expiresAt - now));
+      if (id.length + record.length <= this.cache.maxEntryBytes) {
+        const ttl = expiresAt === 0 ? 0 : Math.max(1, expiresAt - now);
+        this.cache.set(id, record, ttl, 0, id.length, recordFreshUntil(record, 0, record.length));
+      }
       if (++n % 100_000 === 0) progress(n);
     }
     return n;
@@ -231,5 +283,76 @@ export class TieredStore extends CacheFront implements DurableStore {
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
     this.backend.close();
+  }
+}
+
+/**
+ * A prefix drop over the SQLite file: each step deletes the next `max` rows under the prefix in
+ * key order (one range scan of the primary key) and resumes after the last one. The deletes
+ * commit with the store's batch, so a step answers a promise that settles with the count once
+ * they are durable. If that commit fails they are rolled back: the promise rejects with its
+ * error and the drop starts over from the prefix (the rows deleted and committed before are gone,
+ * so the scan meets only what is left). `done` turns true only once a step found no further row
+ * and its commit, and every earlier step's, succeeded.
+ */
+class SqlitePrefixDrop implements PrefixDrop {
+  /** Least key the next step reads from. */
+  private from: Uint8Array;
+  private finished = false;
+  /** Bumped at each failure: a step of an earlier round must not finish the drop. */
+  private round = 0;
+
+  constructor(
+    private readonly prefix: Uint8Array,
+    private readonly removeFrom: (from: Uint8Array, limit: number) => Uint8Array[],
+    private readonly sync: () => Promise<void> | null,
+  ) {
+    this.from = prefix;
+  }
+
+  get done(): boolean {
+    return this.finished;
+  }
+
+  step(max: number): number | Promise<number> {
+    if (this.finished) return 0;
+    const limit = Math.max(1, Math.floor(max));
+    const round = this.round;
+    let ids: Uint8Array[];
+    try {
+      ids = this.removeFrom(this.from, limit);
+    } catch (err) {
+      this.restart();
+      throw err;
+    }
+    const last = ids[ids.length - 1];
+    if (last !== undefined) {
+      // The least key above `last`: the scan resumes after it.
+      const next = new Uint8Array(last.length + 1);
+      next.set(last);
+      this.from = next;
+    }
+    const end = ids.length < limit;
+    const pending = this.sync();
+    if (pending === null) {
+      if (end) this.finished = true;
+      return ids.length;
+    }
+    return pending.then(
+      () => {
+        if (end && this.round === round) this.finished = true;
+        return ids.length;
+      },
+      (err: unknown) => {
+        this.restart();
+        throw err;
+      },
+    );
+  }
+
+  private restart(): void {
+    this.round++;
+    this.from = this.prefix;
+    this.finished = false;
   }
 }

@@ -32,18 +32,49 @@ export interface RecordReader {
   copyTo(handle: number, dst: Uint8Array, at: number): number;
   /** Absolute expiry of the record in ms since the epoch; 0 = never. */
   expiresAt(handle: number): number;
+  /**
+   * When the record's first feature goes stale by its own max age (`recordFreshUntil` of
+   * src/codec/value-meta.ts), ms since the epoch; 0 = no feature has a max age. Kept beside the
+   * record so that a plain read tests one number.
+   */
+  freshUntil(handle: number): number;
   /** Current time in ms, from the same clock as expiry. */
   now(): number;
   /** False until the store can serve (a durable store loading from disk); the readiness probe reads it. */
   readonly ready: boolean;
 }
 
+/**
+ * Frees every record whose key starts with a prefix (a dropped feature-set version), a bounded
+ * step at a time so that serving goes on between steps. Records written under the prefix after
+ * the drop started may survive it (the service refuses such writes).
+ */
+export interface PrefixDrop {
+  /** Removes up to `max` records, scanning a bounded amount; answers how many it removed. */
+  step(max: number): number | Promise<number>;
+  /** True once the scan has covered every record (no step is needed any more). */
+  readonly done: boolean;
+}
+
 /** A local store: the service writes whole records (merged in memory) into it. */
 export interface RecordStore extends RecordReader {
-  /** Inserts or replaces the record; `ttlMs` 0 = no expiry. Throws FeatureStoreError RESOURCE_EXHAUSTED if it can never fit. */
-  write(key: Uint8Array, start: number, end: number, record: Uint8Array, ttlMs: number): void;
+  /**
+   * Inserts or replaces the record; `ttlMs` 0 = no expiry; `freshUntil` as `freshUntil()` answers
+   * it for this record (the service computes it while building the record). Throws
+   * FeatureStoreError RESOURCE_EXHAUSTED if it can never fit.
+   */
+  write(
+    key: Uint8Array,
+    start: number,
+    end: number,
+    record: Uint8Array,
+    ttlMs: number,
+    freshUntil: number,
+  ): void;
   /** Removes the record; true if it existed. */
   remove(key: Uint8Array, start: number, end: number): boolean;
+  /** Starts freeing the records whose key starts with `prefix`. */
+  dropPrefix(prefix: Uint8Array): PrefixDrop;
 }
 
 /** What the server's life cycle needs of any store: the durability point, failures, closing. */
@@ -72,11 +103,33 @@ export interface RemoteStore extends RecordReader, StoreLifecycle {
   /**
    * Merges the features into the entity (or replaces all of them when `replace`) and sets its
    * TTL (0 = none). `fields` alternates name and canonical FeatureValue bytes, names unique;
-   * both are the caller's to give away. Fails RESOURCE_EXHAUSTED past MAX_FEATURES_PER_ENTITY.
+   * both are the caller's to give away. A field whose stored value has a newer event time
+   * (`valueEventTime`, read at the canonical place by the store's script) keeps it: resolves with
+   * the names so skipped. With `replace`, the names not given are deleted. Fails
+   * RESOURCE_EXHAUSTED past MAX_FEATURES_PER_ENTITY.
    */
-  setFeatures(id: Uint8Array, fields: Uint8Array[], replace: boolean, ttlMs: number): Promise<void>;
+  setFeatures(id: Uint8Array, fields: Uint8Array[], replace: boolean, ttlMs: number): Promise<Uint8Array[]>;
   /** Deletes the named features (the whole entity when `names` is null); true if any existed. */
   deleteFeatures(id: Uint8Array, names: Uint8Array[] | null): Promise<boolean>;
+  /**
+   * Changes the named features of one entity atomically, compare-and-set: `compute` gets the
+   * current canonical value of each name (null: absent) and answers the new one for each (null:
+   * delete it, `undefined`: leave it). The store writes the answer only if no name changed since
+   * the values it gave were read (checked by a script), else calls `compute` again with the
+   * values found; `compute` must therefore be pure, and may throw a FeatureStoreError that fails
+   * the update. Updates of one key from this server run one at a time, in call order. TTL:
+   * `ttlMs` > 0 sets it; 0 keeps the entity's expiry, and gives an entity that did not exist
+   * `defaultTtlMs` (0 = none). Fails UNAVAILABLE after too many conflicting rounds.
+   */
+  update(
+    id: Uint8Array,
+    names: Uint8Array[],
+    compute: (current: (Uint8Array | null)[]) => (Uint8Array | null | undefined)[],
+    ttlMs: number,
+    defaultTtlMs: number,
+  ): Promise<void>;
+  /** Starts freeing the records whose key starts with `prefix` (on every master of a Cluster). */
+  dropPrefix(prefix: Uint8Array): PrefixDrop;
   /**
    * Settles once every load started by a `find` that answered PENDING so far has landed; what
    * landed stays readable by `find` until the requests waiting for it have run again.

@@ -9,6 +9,7 @@ import { CacheError, ShardedLruCache, unsafeExposeInternals } from "../../src/ca
 interface ModelEntry {
   value: Uint8Array;
   expiresAt: number;
+  freshUntil: number;
 }
 class ModelShard {
   readonly map = new Map<string, ModelEntry>();
@@ -27,7 +28,7 @@ class ModelShard {
     this.bytes -= key.length / 2 + e.value.length;
   }
 
-  get(key: string, now: number): Uint8Array | undefined {
+  get(key: string, now: number): ModelEntry | undefined {
     const e = this.map.get(key);
     if (!e) {
       this.misses++;
@@ -42,10 +43,10 @@ class ModelShard {
     this.hits++;
     this.map.delete(key);
     this.map.set(key, e);
-    return e.value;
+    return e;
   }
 
-  set(key: string, value: Uint8Array, expiresAt: number) {
+  set(key: string, value: Uint8Array, expiresAt: number, freshUntil: number) {
     const old = this.map.get(key);
     if (old) this.remove(key, old);
     const need = key.length / 2 + value.length;
@@ -54,7 +55,7 @@ class ModelShard {
       this.remove(lruKey, lru);
       this.evictions++;
     }
-    this.map.set(key, { value: value.slice(), expiresAt });
+    this.map.set(key, { value: value.slice(), expiresAt, freshUntil });
     this.bytes += need;
   }
 
@@ -72,6 +73,11 @@ class ModelShard {
   has(key: string, now: number): boolean {
     const e = this.map.get(key);
     return e !== undefined && (e.expiresAt === 0 || now < e.expiresAt);
+  }
+
+  /** A walk's removal of every key (hex) starting with `prefix`, expired or not: no counter moves. */
+  drop(prefix: string) {
+    for (const [key, e] of [...this.map]) if (key.startsWith(prefix)) this.remove(key, e);
   }
 }
 
@@ -93,10 +99,13 @@ const KEY_POOL = [
 ].concat(Array.from({ length: 20 }, (_, i) => `key-${i}`));
 const enc = new TextEncoder();
 const KEYS = KEY_POOL.map((s) => enc.encode(s));
+/** Prefixes a walk removes: some match several pool keys, one matches every key. */
+const PREFIXES = ["key-1", "user:", "k", "", "\u65e5"].map((s) => enc.encode(s));
 
 type Op =
-  | { op: "get"; key: number }
-  | { op: "set"; key: number; len: number; fill: number; ttl: number }
+  | { op: "get"; key: number; viaFind: boolean }
+  | { op: "set"; key: number; len: number; fill: number; ttl: number; fresh: number }
+  | { op: "drop"; prefix: number; maxSlots: number; maxRemoved: number }
   | { op: "del"; key: number }
   | { op: "has"; key: number }
   | { op: "tick"; ms: number }
@@ -105,7 +114,10 @@ type Op =
 const keyArb = fc.integer({ min: 0, max: KEYS.length - 1 });
 function opsArb(len: fc.Arbitrary<number>): fc.Arbitrary<Op> {
   return fc.oneof(
-    { weight: 120, arbitrary: fc.record({ op: fc.constant("get" as const), key: keyArb }) },
+    {
+      weight: 120,
+      arbitrary: fc.record({ op: fc.constant("get" as const), key: keyArb, viaFind: fc.boolean() }),
+    },
     {
       weight: 120,
       arbitrary: fc.record({
@@ -114,6 +126,16 @@ function opsArb(len: fc.Arbitrary<number>): fc.Arbitrary<Op> {
         len,
         fill: fc.integer({ min: 0, max: 255 }),
         ttl: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 50 })),
+        fresh: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 2 ** 45 })),
+      }),
+    },
+    {
+      weight: 3,
+      arbitrary: fc.record({
+        op: fc.constant("drop" as const),
+        prefix: fc.integer({ min: 0, max: PREFIXES.length - 1 }),
+        maxSlots: fc.integer({ min: 1, max: 8 }),
+        maxRemoved: fc.integer({ min: 1, max: 4 }),
       }),
     },
     { weight: 40, arbitrary: fc.record({ op: fc.constant("del" as const), key: keyArb }) },
@@ -162,7 +184,7 @@ type Config = {
   hashMask: number;
 };
 
-describe("property: the cache behaves like a map-per-shard LRU model", () => {
+describe("property: the cache behaves like a map-per-shard LRU model (fresh-until times and prefix walks included)", () => {
   const check = (cfg: Config, ops: Op[]) => {
     let now = 1_000;
     const { hashMask, ...opts } = cfg;
@@ -188,24 +210,40 @@ describe("property: the cache behaves like a map-per-shard LRU model", () => {
         }
         continue;
       }
+      if (op.op === "drop") {
+        const prefix = PREFIXES[op.prefix]!;
+        const matches = (arena: Uint8Array, s: number, e: number) =>
+          e - s >= prefix.length && prefix.every((b, i) => arena[s + i] === b);
+        let cursor = 0;
+        do cursor = cache.walk(cursor, op.maxSlots, op.maxRemoved, matches);
+        while (cursor >= 0);
+        for (const m of model) m.drop(hex(prefix));
+        internals.checkInvariants();
+        continue;
+      }
       const key = KEYS[op.key]!;
       const m = model[internals.shardOf(key)]!;
       const mk = hex(key);
       if (op.op === "get") {
         const expected = m.get(mk, now);
-        const n = cache.get(key, out, 0);
+        let n: number;
+        if (op.viaFind) {
+          const h = cache.find(key);
+          n = h < 0 ? -1 : cache.copyValue(h, out, 0);
+          if (h >= 0) expect(cache.freshUntil(h)).toBe(expected?.freshUntil ?? -1);
+        } else n = cache.get(key, out, 0);
         if (expected === undefined) expect(n).toBe(-1);
         else {
-          expect(n).toBe(expected.length);
-          expect(hex(out.subarray(0, n))).toBe(hex(expected));
+          expect(n).toBe(expected.value.length);
+          expect(hex(out.subarray(0, n))).toBe(hex(expected.value));
         }
       } else if (op.op === "set") {
         const v = value.subarray(0, op.len).fill(op.fill);
         if (key.length + v.length > cache.maxEntryBytes) {
-          expect(() => cache.set(key, v, op.ttl)).toThrow(CacheError);
+          expect(() => cache.set(key, v, op.ttl, 0, key.length, op.fresh)).toThrow(CacheError);
         } else {
-          m.set(mk, v, op.ttl === 0 ? 0 : now + op.ttl);
-          cache.set(key, v, op.ttl);
+          m.set(mk, v, op.ttl === 0 ? 0 : now + op.ttl, op.fresh);
+          cache.set(key, v, op.ttl, 0, key.length, op.fresh);
         }
       } else if (op.op === "del") {
         expect(cache.delete(key)).toBe(m.delete(mk, now));

@@ -12,6 +12,9 @@
  * index on expires_at where expires_at > 0   -- the purge of expired rows
  * ```
  *
+ * Ids compare as bytes (memcmp), so the ids starting with a prefix are one range of the primary
+ * key: a prefix drop (a feature-set version) reads them in order, a bounded batch at a time.
+ *
  * A row per entity (not per feature) because every read wants the whole record or a projection
  * of it, and the service merges in memory: one B-tree lookup per miss, one row write per write.
  * WITHOUT ROWID and an upsert in place: schema 1 (a rowid table, `INSERT OR REPLACE`, so every
@@ -71,6 +74,8 @@ export class SqliteBackend {
   private readonly putStmt: Statement;
   private readonly delStmt: Statement;
   private readonly purgeStmt: Statement;
+  private readonly rangeStmt: Statement;
+  private readonly fromStmt: Statement;
   private readonly now: () => number;
   private inTransaction = false;
 
@@ -121,6 +126,9 @@ export class SqliteBackend {
     this.purgeStmt = db.prepare(
       "DELETE FROM entities WHERE id IN (SELECT id FROM entities WHERE expires_at > 0 AND expires_at <= ? LIMIT ?)",
     );
+    // Range scans of the primary key (BLOBs compare as memcmp, so a prefix is a key range).
+    this.rangeStmt = db.prepare("SELECT id FROM entities WHERE id >= ? AND id < ? ORDER BY id LIMIT ?");
+    this.fromStmt = db.prepare("SELECT id FROM entities WHERE id >= ? ORDER BY id LIMIT ?");
   }
 
   /** Refuses a file that is not ours or not sound; takes the exclusive lock. */
@@ -166,6 +174,24 @@ export class SqliteBackend {
     if (row === null) return null;
     if (row.expires_at !== 0 && row.expires_at <= this.now()) return null;
     return { record: row.record, expiresAt: row.expires_at };
+  }
+
+  /**
+   * Ids of the rows whose id starts with `prefix` and is >= `from`, in byte order, at most
+   * `limit`; expired rows not yet purged included. One range scan of the primary key, reading
+   * only the rows it answers; it sees the turn's uncommitted writes. Throws FeatureStoreError
+   * (the turn's transaction is then rolled back, as for `read`).
+   */
+  idsWithPrefix(prefix: Uint8Array, from: Uint8Array, limit: number): Uint8Array[] {
+    const end = prefixEnd(prefix);
+    try {
+      const rows = (end === null ? this.fromStmt.all(from, limit) : this.rangeStmt.all(from, end, limit)) as {
+        id: Uint8Array;
+      }[];
+      return rows.map((r) => r.id);
+    } catch (err) {
+      throw this.failed(err, "read");
+    }
   }
 
   /** Writes a record into the turn's transaction. Throws FeatureStoreError when the file refuses it. */
@@ -252,7 +278,15 @@ export class SqliteBackend {
       this.commit();
     } finally {
       // A statement left unfinalized would keep the file (and its exclusive lock) open.
-      for (const st of [this.getStmt, this.putStmt, this.delStmt, this.purgeStmt]) st.finalize();
+      for (const st of [
+        this.getStmt,
+        this.putStmt,
+        this.delStmt,
+        this.purgeStmt,
+        this.rangeStmt,
+        this.fromStmt,
+      ])
+        st.finalize();
       this.db.close(true);
     }
   }
@@ -309,6 +343,19 @@ export class SqliteBackend {
       },
     );
   }
+}
+
+/**
+ * The least byte string above every string that starts with `prefix` (its last byte below 0xFF
+ * incremented, the 0xFF bytes after it dropped); null when there is none (empty or all 0xFF).
+ */
+export function prefixEnd(prefix: Uint8Array): Uint8Array | null {
+  let n = prefix.length;
+  while (n > 0 && prefix[n - 1] === 0xff) n--;
+  if (n === 0) return null;
+  const end = prefix.slice(0, n);
+  end[n - 1]!++;
+  return end;
 }
 
 function pragma(db: Database, name: string): number {

@@ -1,23 +1,34 @@
 /**
- * The service over a RedisStore in-process, waiting for its deferred answers: the five methods
- * as the transports run them, without a socket (the contract suite and the store tests).
+ * The service over a RedisStore in-process, waiting for its deferred answers: the typed API
+ * (every method) as the transports run it, without a socket (the contract suites and the store
+ * tests).
  */
 import type { FeaturesInput } from "../../src/codec/features.ts";
 import {
-  BATCH_GET,
   BATCH_SET,
+  batchGetMethod,
   callTypedAsync,
   DELETE_FEATURES,
-  GET_FEATURES,
+  DROP_VERSION,
+  type FeatureStoreApi,
+  type FeatureUpdateInput,
+  GET_FEATURE_SET,
+  getFeaturesMethod,
+  PUBLISH_VERSION,
+  type ReadOptions,
+  ROLLBACK_VERSION,
   SET_FEATURES,
   type SetFeaturesItem,
   type SetOptions,
+  UPDATE_FEATURES,
+  type UpdateOptions,
+  type VersionOptions,
 } from "../../src/codec/messages.ts";
 import { ProtoWriter } from "../../src/codec/wire.ts";
 import { FeatureService, type ServiceOptions, settleDeferred } from "../../src/service/service.ts";
 import { RedisStore, type RedisStoreOptions } from "../../src/store/redis/store.ts";
 
-export class RedisApi {
+export class RedisApi implements FeatureStoreApi {
   readonly service: FeatureService;
   private readonly req = new ProtoWriter(4096);
   private readonly caller = {
@@ -34,11 +45,11 @@ export class RedisApi {
   ) {
     this.service = new FeatureService(store, service);
   }
-  getFeatures(id: string, names?: readonly string[]) {
-    return callTypedAsync(GET_FEATURES, this.req, this.caller, id, names, undefined, 0);
+  getFeatures(id: string, names?: readonly string[], options?: ReadOptions) {
+    return callTypedAsync(getFeaturesMethod(options), this.req, this.caller, id, names, options, 0);
   }
-  batchGet(ids: readonly string[], names?: readonly string[]) {
-    return callTypedAsync(BATCH_GET, this.req, this.caller, ids, names, undefined, 0);
+  batchGet(ids: readonly string[], names?: readonly string[], options?: ReadOptions) {
+    return callTypedAsync(batchGetMethod(options), this.req, this.caller, ids, names, options, 0);
   }
   setFeatures(id: string, features: FeaturesInput, options?: SetOptions) {
     return callTypedAsync(SET_FEATURES, this.req, this.caller, id, features, options, 0);
@@ -46,8 +57,23 @@ export class RedisApi {
   batchSet(items: readonly SetFeaturesItem[]) {
     return callTypedAsync(BATCH_SET, this.req, this.caller, items, undefined, undefined, 0);
   }
-  deleteFeatures(id: string, names?: readonly string[]) {
-    return callTypedAsync(DELETE_FEATURES, this.req, this.caller, id, names, undefined, 0);
+  deleteFeatures(id: string, names?: readonly string[], options?: VersionOptions) {
+    return callTypedAsync(DELETE_FEATURES, this.req, this.caller, id, names, options, 0);
+  }
+  updateFeatures(id: string, updates: readonly FeatureUpdateInput[], options?: UpdateOptions) {
+    return callTypedAsync(UPDATE_FEATURES, this.req, this.caller, id, updates, options, 0);
+  }
+  publishVersion(featureSet: string, version: string) {
+    return callTypedAsync(PUBLISH_VERSION, this.req, this.caller, featureSet, version, undefined, 0);
+  }
+  rollbackVersion(featureSet: string) {
+    return callTypedAsync(ROLLBACK_VERSION, this.req, this.caller, featureSet, undefined, undefined, 0);
+  }
+  dropVersion(featureSet: string, version: string) {
+    return callTypedAsync(DROP_VERSION, this.req, this.caller, featureSet, version, undefined, 0);
+  }
+  getFeatureSet(featureSet: string) {
+    return callTypedAsync(GET_FEATURE_SET, this.req, this.caller, featureSet, undefined, undefined, 0);
   }
   close() {
     return this.store.close();

@@ -11,6 +11,7 @@ import { Code, FeatureStoreError } from "../../src/codec/status.ts";
 import { PENDING } from "../../src/store/types.ts";
 import { openRedisApi, type RedisApi } from "./api.ts";
 import { type RedisNode, startRedis } from "./harness.ts";
+import { varintFields } from "./store-fixture.ts";
 
 /** Polling step and the longest any bounded wait of this file polls, ms. */
 const POLL_MS = 5;
@@ -77,8 +78,12 @@ describe("the Redis layout", () => {
     await fs.setFeatures("u:7", { n: 5, d: { double: 0.5 } }, { ttlMs: 60_000 });
     expect(await redis.cli("TYPE", "fs:u:7")).toBe("hash");
     expect((await redis.cli("HKEYS", "fs:u:7")).split("\n").sort()).toEqual(["d", "n"]);
-    // 0x08 0x05: field 1 (int_value), varint 5.
-    expect(await redis.cli("--no-raw", "HGET", "fs:u:7", "n")).toBe('"\\b\\x05"');
+    // Canonical: 0x50 <varint event_time_ms> (stamped by the server), then 0x08 0x05: int_value 5.
+    const key = Buffer.from("fs:u:7");
+    const n = (await fs.store.connection.send(key, true, ["HGET", key, "n"])) as Buffer;
+    expect(n[0]).toBe(0x50);
+    expect(varintFields(n).get(10)).toBeGreaterThan(Date.now() - 60_000);
+    expect([...n.subarray(n.length - 2)]).toEqual([0x08, 0x05]);
     expect(Number(await redis.cli("PTTL", "fs:u:7"))).toBeGreaterThan(0);
   });
 

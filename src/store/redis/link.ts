@@ -61,6 +61,13 @@ const BYTES_OPTIONS = { typeMapping: BYTES };
 
 type Arg = string | Buffer;
 
+/** One master of the Cluster (or the standalone server), for commands sent to each (SCAN). */
+export interface MasterNode {
+  /** Its address (empty standalone). */
+  readonly id: string;
+  send(args: Arg[]): Promise<unknown>;
+}
+
 /**
  * Relays node-redis' client-side-cache events to our near-cache; caches nothing itself. The
  * sink is a private field: node-redis copies its options deeply, and a copy of the whole store
@@ -229,6 +236,29 @@ export class RedisLink {
     const master = this.cluster.getSlotMaster(calculateSlot(key));
     const client = await this.cluster.nodeClient(master);
     return client.sendCommand(args);
+  }
+
+  /**
+   * Every master now (the standalone server): an id of each (its address) and a way to send it
+   * a keyless command (SCAN), replies as bytes.
+   */
+  async masterNodes(): Promise<MasterNode[]> {
+    if (this.cluster === null) {
+      const client = this.client!;
+      return [{ id: "", send: (args) => client.sendCommand(args, BYTES_OPTIONS) }];
+    }
+    const cluster = this.cluster;
+    return Promise.all(
+      cluster.masters.map(async (m): Promise<MasterNode> => {
+        const client = await cluster.nodeClient(m);
+        return { id: m.address, send: (args) => client.sendCommand(args, BYTES_OPTIONS) };
+      }),
+    );
+  }
+
+  /** The hash slot of `key` in a Cluster (commands with several keys need one slot); 0 standalone. */
+  slotOf(key: Buffer): number {
+    return this.cluster === null ? 0 : calculateSlot(key);
   }
 
   /** An id of the master that serves `key` (the same for every key of that master). */

@@ -21,17 +21,35 @@
  * Writes are the request's change (a script for SetFeatures, HDEL or DEL), sent at once and
  * acknowledged when Redis answers, or, with `waitReplicas` > 0, when `WAIT` confirms that many
  * replicas have it (one WAIT per master per turn). The near-cache entry is dropped when the
- * write is sent; the next read loads the result.
+ * write is sent; the next read loads the result. SetFeatures is set-if-newer per field, in the
+ * script (a stored value with a newer event time stays). UpdateFeatures is compare-and-set
+ * (update.ts): read, compute, and a script that writes only if nothing changed meanwhile.
+ * Dropping a prefix scans every master (drop.ts).
  */
 import type { CacheOptions } from "../../cache/index.ts";
 import { Code, FeatureStoreError } from "../../codec/status.ts";
+import { recordFreshUntil } from "../../codec/value-meta.ts";
 import { ProtoWriter } from "../../codec/wire.ts";
 import { LimitedLog, type Logger, silentLogger } from "../../log/index.ts";
 import type { RedisStats } from "../../metrics/prometheus.ts";
 import { ABSENT, CacheFront, NOT_CACHED } from "../cache-front.ts";
-import { PENDING, type RemoteStore } from "../types.ts";
-import { entityKey, recordOf, SET_SCRIPT } from "./layout.ts";
+import { PENDING, type PrefixDrop, type RemoteStore } from "../types.ts";
+import { RedisPrefixDrop } from "./drop.ts";
+import {
+  EXPECT_ABSENT,
+  EXPECT_VALUE,
+  entityKey,
+  findInRecord,
+  NEW_DELETE,
+  NEW_LEAVE,
+  NEW_SET,
+  prefixPattern,
+  recordOf,
+  SET_SCRIPT,
+  UPDATE_SCRIPT,
+} from "./layout.ts";
 import { type InvalidationSink, RedisLink, type RedisLinkOptions } from "./link.ts";
+import { CombinedUpdate, type Compute, KeyQueue, MAX_CAS_ROUNDS, type QueuedUpdate } from "./update.ts";
 
 /** How often landed loads are let go when no load lands, ms. */
 const LANDED_SWEEP_MS = 1000;
@@ -49,7 +67,7 @@ export interface RedisStoreOptions {
   waitReplicas: number;
   /** How long WAIT waits for them, ms (below commandTimeoutMs). */
   waitTimeoutMs: number;
-  /** MAX_FEATURES_PER_ENTITY, enforced by the write script. */
+  /** MAX_FEATURES_PER_ENTITY, enforced by the write and update scripts. */
   maxFeaturesPerEntity: number;
   /** Entity loads in flight at most; a miss past it fails RESOURCE_EXHAUSTED. */
   maxPendingLoads: number;
@@ -71,6 +89,8 @@ interface Load {
   stale: boolean;
   record: Uint8Array | null;
   expiresAt: number;
+  /** `recordFreshUntil` of the record (0: no feature has a max age). */
+  freshUntil: number;
   /** performance.now() when it landed. */
   landedAt: number;
 }
@@ -85,7 +105,8 @@ interface Batch {
 export class RedisStore extends CacheFront implements RemoteStore, InvalidationSink {
   readonly remote = true;
   private link: RedisLink | null = null;
-  private readonly scriptSha = new Bun.CryptoHasher("sha1").update(SET_SCRIPT).digest("hex");
+  private readonly setScript = script(SET_SCRIPT);
+  private readonly updateScript = script(UPDATE_SCRIPT);
   private readonly opts: RedisStoreOptions;
   private readonly prefix: Buffer;
   private readonly logger: Logger;
@@ -107,8 +128,22 @@ export class RedisStore extends CacheFront implements RemoteStore, InvalidationS
     { key: Buffer; done: Promise<void>; settle: (e?: FeatureStoreError) => void }
   >();
   private readonly scratch = new ProtoWriter(4096);
-  /** Counters for metrics and tests. */
-  readonly stats = { loads: 0, invalidations: 0, flushes: 0, skippedFields: 0 };
+  /** The keys with updates queued or running (one CAS round in flight per key), by id. */
+  private readonly updating = new Map<string, KeyQueue>();
+  /** Where `findInRecord` answers. */
+  private readonly at = new Int32Array(2);
+  /**
+   * Counters for metrics and tests. updateRounds: CAS scripts sent by updates (a round may
+   * carry several updates of one key); updateConflicts: those that found a name changed.
+   */
+  readonly stats = {
+    loads: 0,
+    invalidations: 0,
+    flushes: 0,
+    skippedFields: 0,
+    updateRounds: 0,
+    updateConflicts: 0,
+  };
 
   constructor(opts: RedisStoreOptions) {
     super(opts.cache);
@@ -164,11 +199,11 @@ export class RedisStore extends CacheFront implements RemoteStore, InvalidationS
       if (load.state !== State.Landed) return PENDING;
       if (this.isFresh(load)) {
         if (load.record === null) return -1;
-        return this.serveSide(load.record, load.expiresAt);
+        return this.serveSide(load.record, load.expiresAt, load.freshUntil);
       }
       this.loads.delete(id);
     }
-    if (this.closed) throw new FeatureStoreError(Code.Unavailable, "the server is shutting down");
+    if (this.closed) throw shuttingDown();
     if (this.pendingLoads >= this.opts.maxPendingLoads)
       throw new FeatureStoreError(
         Code.ResourceExhausted,
@@ -181,6 +216,7 @@ export class RedisStore extends CacheFront implements RemoteStore, InvalidationS
       stale: false,
       record: null,
       expiresAt: 0,
+      freshUntil: 0,
       landedAt: 0,
     };
     this.loads.set(id, fresh);
@@ -255,6 +291,7 @@ export class RedisStore extends CacheFront implements RemoteStore, InvalidationS
           this.logInvalid.log({ key: load.key.toString("utf8"), skipped });
         }
         load.record = record.length > 0 ? record : null;
+        if (load.record !== null) load.freshUntil = recordFreshUntil(record, 0, record.length);
       }
       load.expiresAt = pttl > 0 ? now + pttl : 0;
       if (!load.stale && !this.paused) this.fill(load, pttl);
@@ -301,7 +338,7 @@ export class RedisStore extends CacheFront implements RemoteStore, InvalidationS
     const id = Buffer.from(load.id, "latin1");
     const value = load.record ?? ABSENT;
     if (id.length + value.length > this.cache.maxEntryBytes) return; // served from Redis each time
-    this.cache.set(id, value, ttl);
+    this.cache.set(id, value, ttl, 0, id.length, load.freshUntil);
   }
 
   now(): number {
@@ -345,11 +382,11 @@ export class RedisStore extends CacheFront implements RemoteStore, InvalidationS
 
   // ---- writes -----------------------------------------------------------------------------
 
-  setFeatures(id: Uint8Array, fields: Uint8Array[], replace: boolean, ttlMs: number): Promise<void> {
+  setFeatures(id: Uint8Array, fields: Uint8Array[], replace: boolean, ttlMs: number): Promise<Uint8Array[]> {
     const key = this.beginWrite(id);
     const args: (string | Buffer)[] = [
-      "EVALSHA",
-      this.scriptSha,
+      "",
+      "",
       "1",
       key,
       replace ? "1" : "0",
@@ -357,14 +394,7 @@ export class RedisStore extends CacheFront implements RemoteStore, InvalidationS
       String(this.opts.maxFeaturesPerEntity),
     ];
     for (const f of fields) args.push(Buffer.from(f.buffer, f.byteOffset, f.length));
-    const link = this.link!;
-    const reply = link.send(key, false, args).catch((err: unknown) => {
-      if (!String((err as Error)?.message).startsWith("NOSCRIPT")) throw err;
-      args[0] = "EVAL";
-      args[1] = SET_SCRIPT;
-      return link.send(key, false, args);
-    });
-    return this.acknowledged(key, reply).then(() => {});
+    return this.acknowledged(key, this.evalScript(this.setScript, key, args)) as Promise<Buffer[]>;
   }
 
   deleteFeatures(id: Uint8Array, names: Uint8Array[] | null): Promise<boolean> {
@@ -374,8 +404,166 @@ export class RedisStore extends CacheFront implements RemoteStore, InvalidationS
     return this.acknowledged(key, this.link!.send(key, false, args)).then((n) => Number(n) > 0);
   }
 
+  update(
+    id: Uint8Array,
+    names: Uint8Array[],
+    compute: Compute,
+    ttlMs: number,
+    defaultTtlMs: number,
+  ): Promise<void> {
+    if (this.closed) return Promise.reject(shuttingDown());
+    return new Promise<void>((resolve, reject) => {
+      const u: QueuedUpdate = { names, compute, ttlMs, defaultTtlMs, resolve, reject };
+      const k = latin1(id, 0, id.length);
+      const queued = this.updating.get(k);
+      if (queued !== undefined) return queued.push(u);
+      const q = new KeyQueue(id.slice(), entityKey(this.prefix, id));
+      q.push(u);
+      this.updating.set(k, q);
+      // Not at once: compute never runs inside the caller's call, and the updates of this
+      // key asked for in the same turn join the first round.
+      queueMicrotask(() => void this.runUpdates(k, q));
+    });
+  }
+
+  /** Runs the rounds of one key's queue until it is empty. */
+  private async runUpdates(k: string, q: KeyQueue): Promise<void> {
+    while (!q.empty) await this.runRound(q, q.take());
+    this.updating.delete(k);
+  }
+
+  /**
+   * One combined round: read (near-cache or HMGET), compute, CAS; again on the values the script
+   * found while it finds changes, up to MAX_CAS_ROUNDS. Settles every update of the group (or
+   * puts them back to run alone); never throws.
+   */
+  private async runRound(q: KeyQueue, group: QueuedUpdate[]): Promise<void> {
+    const c = new CombinedUpdate(group);
+    const { ttlMs, defaultTtlMs } = group[0]!;
+    try {
+      let current = this.cachedValues(q.id, c.names) ?? (await this.readValues(q.key, c.names));
+      for (let round = 0; round < MAX_CAS_ROUNDS; round++) {
+        if (!c.apply(current)) return;
+        if (!c.anyChange && ttlMs === 0) return c.resolveAll();
+        if (this.closed) throw shuttingDown();
+        // As for any write: a load in flight is not cached, the next read loads the result.
+        this.forget(q.id, 0, q.id.length);
+        this.stats.updateRounds++;
+        const reply = await this.timed(
+          this.evalScript(this.updateScript, q.key, this.casArgs(q, c, current, ttlMs, defaultTtlMs)),
+          "an update",
+        );
+        if (!Array.isArray(reply)) {
+          if (this.opts.waitReplicas > 0) await this.timed(this.waitAfterTurn(q.key), "a WAIT");
+          return c.resolveAll();
+        }
+        this.stats.updateConflicts++;
+        current = reply as (Buffer | null)[];
+      }
+      c.rejectAll(
+        new FeatureStoreError(
+          Code.Unavailable,
+          `the update lost ${MAX_CAS_ROUNDS} compare-and-set rounds in a row: other writers keep changing ` +
+            "these features of the entity (contention on one entity); retry later",
+        ),
+      );
+    } catch (err) {
+      const e = redisError(err);
+      const live = c.live;
+      if (e.code === Code.ResourceExhausted && live.length > 1) q.retryAlone(live);
+      else c.rejectAll(e);
+    }
+  }
+
+  /**
+   * The current values of `names` from the near-cache (copies: the arena moves), or null when
+   * the entity is not cached. A stale copy costs a lost CAS round, never a wrong write.
+   */
+  private cachedValues(id: Uint8Array, names: readonly Uint8Array[]): (Uint8Array | null)[] | null {
+    const h = this.lookup(id, 0, id.length);
+    if (h === NOT_CACHED) return null;
+    const out: (Uint8Array | null)[] = new Array(names.length).fill(null);
+    if (h < 0) return out;
+    const arena = this.arena(h);
+    const start = this.offset(h);
+    const end = start + this.length(h);
+    const at = this.at;
+    for (let i = 0; i < names.length; i++)
+      if (findInRecord(arena, start, end, names[i]!, at)) out[i] = arena.slice(at[0]!, at[1]!);
+    return out;
+  }
+
+  private readValues(key: Buffer, names: readonly Uint8Array[]): Promise<(Buffer | null)[]> {
+    if (names.length === 0) return Promise.resolve([]);
+    const args: (string | Buffer)[] = ["HMGET", key];
+    for (const n of names) args.push(Buffer.from(n.buffer, n.byteOffset, n.length));
+    return this.timed(this.link!.send(key, true, args) as Promise<(Buffer | null)[]>, "a read");
+  }
+
+  /** The update script's arguments (layout.ts UPDATE_SCRIPT): the values read, the values computed. */
+  private casArgs(
+    q: KeyQueue,
+    c: CombinedUpdate,
+    current: readonly (Uint8Array | null)[],
+    ttlMs: number,
+    defaultTtlMs: number,
+  ): (string | Buffer)[] {
+    const args: (string | Buffer)[] = [
+      "",
+      "",
+      "1",
+      q.key,
+      String(ttlMs),
+      String(defaultTtlMs),
+      String(this.opts.maxFeaturesPerEntity),
+      String(c.names.length),
+    ];
+    for (let i = 0; i < c.names.length; i++) {
+      const old = current[i] ?? null;
+      const next = c.next[i]!;
+      args.push(
+        bytes(c.names[i]!),
+        old === null ? EXPECT_ABSENT : EXPECT_VALUE,
+        old === null ? EMPTY : bytes(old),
+        !c.changed[i] ? NEW_LEAVE : next === null ? NEW_DELETE : NEW_SET,
+        !c.changed[i] || next === null ? EMPTY : bytes(next),
+      );
+    }
+    return args;
+  }
+
+  dropPrefix(prefix: Uint8Array): PrefixDrop {
+    if (this.closed) throw shuttingDown();
+    const pattern = prefixPattern(Buffer.concat([this.prefix, prefix]));
+    const at = this.prefix.length;
+    return new RedisPrefixDrop(
+      {
+        link: this.link!,
+        timed: (p, what) => this.timed(p, what),
+        removed: (key) => this.forget(key, at, key.length),
+      },
+      pattern,
+    );
+  }
+
+  /**
+   * EVALSHA of `s` with `args` (the first two left for the command and the script), routed by
+   * `key`; sent again in full after a NOSCRIPT (a restarted or flushed Redis).
+   */
+  private evalScript(s: Script, key: Buffer, args: (string | Buffer)[]): Promise<unknown> {
+    args[0] = "EVALSHA";
+    args[1] = s.sha;
+    const link = this.link!;
+    return link.send(key, false, args).catch((err: unknown) => {
+      if (!String((err as Error)?.message).startsWith("NOSCRIPT")) throw err;
+      args[0] = "EVAL";
+      args[1] = s.source;
+      return link.send(key, false, args);
+    });
+  }
+
   private beginWrite(id: Uint8Array): Buffer {
-    if (this.closed) throw new FeatureStoreError(Code.Unavailable, "the server is shutting down");
+    if (this.closed) throw shuttingDown();
     this.forget(id, 0, id.length);
     return entityKey(this.prefix, id);
   }
@@ -385,17 +573,23 @@ export class RedisStore extends CacheFront implements RemoteStore, InvalidationS
    * sent after the turn's writes to the key's master.
    */
   private acknowledged(key: Buffer, reply: Promise<unknown>): Promise<unknown> {
-    const { commandTimeoutMs, waitReplicas } = this.opts;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(timeoutError("a write", commandTimeoutMs)), commandTimeoutMs);
-    });
-    let ack: Promise<unknown> = reply.catch((err: unknown) => Promise.reject(redisError(err)));
-    if (waitReplicas > 0) {
+    let ack = reply;
+    if (this.opts.waitReplicas > 0) {
       const waited = this.waitAfterTurn(key);
       ack = ack.then((r) => waited.then(() => r));
     }
-    return Promise.race([ack, timeout]).finally(() => clearTimeout(timer));
+    return this.timed(ack, "a write");
+  }
+
+  /** `p` within the command timeout (else UNAVAILABLE naming `what`), its errors as FeatureStoreErrors. */
+  private timed<T>(p: Promise<T>, what: string): Promise<T> {
+    const ms = this.opts.commandTimeoutMs;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(timeoutError(what, ms)), ms);
+    });
+    const checked = p.catch((err: unknown) => Promise.reject(redisError(err)));
+    return Promise.race([checked, timeout]).finally(() => clearTimeout(timer));
   }
 
   /**
@@ -453,6 +647,27 @@ export class RedisStore extends CacheFront implements RemoteStore, InvalidationS
     clearInterval(this.sweepTimer);
     await this.link?.close();
   }
+}
+
+/** A Lua script and its SHA1 (EVALSHA). */
+interface Script {
+  readonly source: string;
+  readonly sha: string;
+}
+
+function script(source: string): Script {
+  return { source, sha: new Bun.CryptoHasher("sha1").update(source).digest("hex") };
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** A Buffer over the same bytes (node-redis sends Buffers as they are). */
+function bytes(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.length);
+}
+
+function shuttingDown(): FeatureStoreError {
+  return new FeatureStoreError(Code.Unavailable, "the server is shutting down");
 }
 
 function newBatch(): Batch {

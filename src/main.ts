@@ -108,6 +108,9 @@ export function startServer(config: Config, logger: Logger): RunningServer {
     maxFeatureNames: config.maxFeatureNames,
     maxFeaturesPerEntity: config.maxFeaturesPerEntity,
     maxResponseBytes: config.maxResponseBytes,
+    maxEventTimeSkewMs: config.maxEventTimeSkewMs,
+    maxWindowTiles: config.maxWindowTiles,
+    maxListItems: config.maxListItems,
   });
   const metrics = new HotMetrics(config.metricsEnabled);
   const registry = createMetricsRegistry({

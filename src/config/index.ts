@@ -122,6 +122,20 @@ export interface Config {
    * 1 MiB: building a 4 MiB answer (7,300 entities) took 5.5 ms of event-loop time at best here.
    */
   maxResponseBytes: number;
+  /**
+   * How far ahead of the server's clock a write's event time may be, ms (clocks of producers
+   * drift; an event "from the future" would win every later write). MAX_EVENT_TIME_SKEW_MS,
+   * default 60,000.
+   */
+  maxEventTimeSkewMs: number;
+  /**
+   * Most tiles a windowed feature keeps: retention_ms / bucket_ms of an Observe is at most this.
+   * A tile costs ~36 bytes stored (start, count, sum, min, max), so one windowed feature holds at
+   * most ~36 x MAX_WINDOW_TILES bytes. MAX_WINDOW_TILES, default 4,096.
+   */
+  maxWindowTiles: number;
+  /** Largest keep_last of an Append. MAX_LIST_ITEMS, default 10,000. */
+  maxListItems: number;
   /** A TCP connection that sends nothing for this long is closed, ms; 0 = never. TCP_IDLE_TIMEOUT_MS, default 300,000. */
   tcpIdleTimeoutMs: number;
   /** A TCP frame must arrive whole within this long of its first byte, ms. TCP_FRAME_TIMEOUT_MS, default 10,000. */
@@ -184,6 +198,9 @@ export const DEFAULTS: Config = {
   maxFeatureNames: 1_000,
   maxFeaturesPerEntity: 10_000,
   maxResponseBytes: 1024 * 1024,
+  maxEventTimeSkewMs: 60_000,
+  maxWindowTiles: 4096,
+  maxListItems: 10_000,
   tcpIdleTimeoutMs: 300_000,
   tcpFrameTimeoutMs: 10_000,
   maxClientMemoryBytes: 256 * 1024 * 1024,
@@ -318,6 +335,15 @@ export function loadConfig(env: Env = process.env): Config {
     maxFeatureNames: int(env, "MAX_FEATURE_NAMES", DEFAULTS.maxFeatureNames, 1, 1_000_000),
     maxFeaturesPerEntity: int(env, "MAX_FEATURES_PER_ENTITY", DEFAULTS.maxFeaturesPerEntity, 1, 1_000_000),
     maxResponseBytes,
+    maxEventTimeSkewMs: int(
+      env,
+      "MAX_EVENT_TIME_SKEW_MS",
+      DEFAULTS.maxEventTimeSkewMs,
+      0,
+      31 * 24 * 3600 * 1000,
+    ),
+    maxWindowTiles: int(env, "MAX_WINDOW_TILES", DEFAULTS.maxWindowTiles, 1, 1_000_000),
+    maxListItems: int(env, "MAX_LIST_ITEMS", DEFAULTS.maxListItems, 1, 1_000_000),
     tcpIdleTimeoutMs: int(env, "TCP_IDLE_TIMEOUT_MS", DEFAULTS.tcpIdleTimeoutMs, 0, 86_400_000),
     tcpFrameTimeoutMs: int(env, "TCP_FRAME_TIMEOUT_MS", DEFAULTS.tcpFrameTimeoutMs, 100, 3_600_000),
     maxClientMemoryBytes,

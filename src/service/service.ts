@@ -30,9 +30,51 @@ import { ValueField } from "../codec/features.ts";
 import { Method } from "../codec/frame.ts";
 import { Code, FeatureStoreError, invalidArgument } from "../codec/status.ts";
 import { VALUE_WIRE_TYPES } from "../codec/value.ts";
-import { decodeUtf8, ProtoReader, ProtoWriter, varintSize, WireType } from "../codec/wire.ts";
-import { isRemote, PENDING, type RecordReader, type RecordStore, type RemoteStore } from "../store/types.ts";
+import {
+  recordFreshUntil,
+  TAG_EVENT_TIME,
+  TAG_MAX_AGE,
+  valueEventTime,
+  valueMaxAge,
+} from "../codec/value-meta.ts";
+import {
+  bytesEqual,
+  decodeUtf8,
+  ProtoReader,
+  ProtoWriter,
+  utf8Slice,
+  varintSize,
+  WireType,
+} from "../codec/wire.ts";
+import {
+  isRemote,
+  PENDING,
+  type PrefixDrop,
+  type RecordReader,
+  type RecordStore,
+  type RemoteStore,
+} from "../store/types.ts";
+import {
+  checkSetName,
+  POINTER_NAMES,
+  type Pointer,
+  pointerChange,
+  pointerKey,
+  pointerValues,
+  readPointer,
+  versionPrefix,
+  writeSetInfo,
+} from "./feature-sets.ts";
 import { NameIndex, Ranges } from "./names.ts";
+import {
+  aggregate,
+  applyUpdate,
+  checkSpec,
+  type ParsedUpdate,
+  SKIPPED,
+  UpdateOp,
+  VALUE_WINDOW,
+} from "./ops.ts";
 import { isValidUtf8 } from "./utf8.ts";
 
 /**
@@ -89,6 +131,19 @@ export interface ServiceOptions {
   maxFeaturesPerEntity: number;
   /** Largest answer message, bytes; checked while it is built. Default 1 MiB. */
   maxResponseBytes: number;
+  /** How far ahead of the server's clock a write's event time may be, ms. Default 60,000. */
+  maxEventTimeSkewMs: number;
+  /** Most tiles a windowed feature keeps (retention_ms / bucket_ms). Default 4,096. */
+  maxWindowTiles: number;
+  /** Largest keep_last of an Append. Default 10,000. */
+  maxListItems: number;
+  /** Records a dropped version frees per step (one step per event-loop turn). Default 1,000. */
+  dropStepRecords: number;
+  /**
+   * The clock of event times, max ages and windows, ms since the epoch. Default: the store's
+   * (`store.now()`, the clock of its TTLs). Tests inject one; Redis keeps TTLs on its own clock.
+   */
+  clock?: () => number;
 }
 
 export const DEFAULT_SERVICE_OPTIONS: ServiceOptions = {
@@ -98,6 +153,10 @@ export const DEFAULT_SERVICE_OPTIONS: ServiceOptions = {
   maxFeatureNames: 1_000,
   maxFeaturesPerEntity: 10_000,
   maxResponseBytes: 1024 * 1024,
+  maxEventTimeSkewMs: 60_000,
+  maxWindowTiles: 4096,
+  maxListItems: 10_000,
+  dropStepRecords: 1000,
 };
 
 const TAG_ID = (1 << 3) | WireType.Bytes; // entity_id in every request and GetFeaturesResponse
@@ -106,6 +165,10 @@ const TAG_FOUND = (3 << 3) | WireType.Varint;
 const TAG_TTL = (3 << 3) | WireType.Varint;
 const TAG_REPLACE = (4 << 3) | WireType.Varint;
 const TAG_ITEM = (1 << 3) | WireType.Bytes;
+const TAG_MAX_AGE_REQ = (3 << 3) | WireType.Varint; // GetFeatures/BatchGet max_age_ms
+const TAG_WINDOWS = (4 << 3) | WireType.Bytes;
+const TAG_SET = (5 << 3) | WireType.Bytes; // feature_set in reads and writes
+const TAG_VERSION = (6 << 3) | WireType.Bytes;
 /** Largest ttl_ms: the cache's expiry clock is exact to 2^52 ms (about 142,000 years). */
 export const MAX_TTL_MS = 2 ** 52;
 /**
@@ -158,12 +221,47 @@ export class FeatureService {
   readonly store: RecordReader;
   /** Set by a read that met an entity being loaded: the answer is deferred. */
   private waiting = false;
+  /** The server's clock for the request being handled (read once, when it needs it; 0 = not yet). */
+  private now = 0;
+  /** The read's max age (0 = none) and window queries (name ranges; window_ms in `windowMs`). */
+  private maxAge = 0;
+  private readonly windows = new Ranges();
+  private windowMs = new Float64Array(16);
+  /** Names found stale by the answer being built (ranges into the record). */
+  private readonly staleNames = new Ranges();
+  /** The request's feature set and version ("" = none) and its versions' key prefix (null = plain ids). */
+  private setName = "";
+  private version = "";
+  private prefix: Uint8Array | null = null;
+  private readonly prefixes = new Map<string, Uint8Array>();
+  /** The key of the entity being handled when it lives in a version: prefix + id. */
+  private readonly keys = new ProtoWriter(1200);
+  private keyBuf: Uint8Array = this.keys.bytes;
+  private keyStart = 0;
+  private keyEnd = 0;
+  /** Event time of each value of the SetFeatures being applied, by entry (`setNames` order). */
+  private setTimes = new Float64Array(64);
+  /** 1 for each entry of the SetFeatures being applied that a newer stored value kept out. */
+  private skipped = new Uint8Array(64);
+  /** What the FeatureValue being canonicalised said: event_time_ms, max_age_ms; where its oneof field starts in `values`. */
+  private valueTime = 0;
+  private valueAge = 0;
+  private oneofStart = 0;
+  /** Versions being dropped by this server, by "set\0version". */
+  private readonly drops = new Map<string, Promise<void>>();
+  /** The clock of event times and freshness (ServiceOptions.clock). */
+  private readonly time: () => number;
+  /** True when a value of the SetFeatures being applied has a max age. */
+  private anyMaxAge = false;
+  /** Set by `resolveWrite` on a remote store whose feature-set pointer is loading. */
+  private versionCheck: Promise<void> | null = null;
 
   constructor(store: RecordStore | RemoteStore, options: Partial<ServiceOptions> = {}) {
     this.options = { ...DEFAULT_SERVICE_OPTIONS, ...options };
     this.store = store;
     this.remote = isRemote(store) ? store : null;
     this.local = isRemote(store) ? null : store;
+    this.time = this.options.clock ?? (() => store.now());
   }
 
   /**
@@ -180,6 +278,7 @@ export class FeatureService {
     end: number,
     out: ProtoWriter,
   ): Deferred | undefined {
+    this.now = 0;
     switch (method) {
       case Method.GetFeatures:
         this.getFeatures(body, start, end, out);
@@ -191,11 +290,21 @@ export class FeatureService {
         this.parseSet(body, start, end);
         if (this.remote !== null) return this.remoteSet(this.remote, body, -1);
         this.applySet(body);
+        this.writeSkipped(body, out, 1);
         return;
       case Method.BatchSet:
         return this.batchSet(body, start, end, out);
       case Method.DeleteFeatures:
         return this.deleteFeatures(body, start, end, out);
+      case Method.UpdateFeatures:
+        return this.updateFeatures(body, start, end, out);
+      case Method.PublishVersion:
+      case Method.RollbackVersion:
+      case Method.DropVersion:
+        return this.changeFeatureSet(method, body, start, end, out);
+      case Method.GetFeatureSet:
+        this.getFeatureSet(body, start, end, out);
+        return this.waiting ? this.rerun(method, body, start, end) : undefined;
       case Method.Ping:
         return;
       default:
@@ -215,9 +324,16 @@ export class FeatureService {
     };
   }
 
+  /** The server's clock, read once per request (0 until a request needs it). */
+  private clock(): number {
+    if (this.now === 0) this.now = this.time();
+    return this.now;
+  }
+
   private getFeatures(body: Uint8Array, start: number, end: number, out: ProtoWriter): void {
     this.waiting = false;
     this.parseIdAndNames(body, start, end);
+    if (!this.resolveRead()) return;
     this.scanned = 0;
     this.entity = this.entities = 1;
     this.answerStart = out.pos;
@@ -227,11 +343,13 @@ export class FeatureService {
 
   /**
    * Parses a GetFeaturesRequest or DeleteFeaturesRequest (the same shape: entity_id = 1,
-   * feature_names = 2) into idStart/idEnd and `names` (indexed), and validates the id.
+   * feature_names = 2, feature_set = 5, version = 6; reads also max_age_ms = 3, windows = 4)
+   * into idStart/idEnd, `names` (indexed), the read options, and validates the id.
    */
   private parseIdAndNames(body: Uint8Array, start: number, end: number): void {
     const r = this.req.reset(body, start, end);
     this.names.count = 0;
+    this.resetReadOptions();
     let idStart = -1;
     let idEnd = -1;
     while (!r.done()) {
@@ -243,7 +361,7 @@ export class FeatureService {
       } else if (tag === TAG_NAMES) {
         r.bytesRange();
         this.pushName(body, r.fieldStart, r.fieldEnd);
-      } else r.skip(tag & 7);
+      } else if (!this.readOption(tag, body, r)) r.skip(tag & 7);
     }
     this.checkId(body, idStart, idEnd);
     this.idStart = idStart;
@@ -251,11 +369,169 @@ export class FeatureService {
     this.index.build(body, this.names);
   }
 
+  private resetReadOptions(): void {
+    this.maxAge = 0;
+    this.windows.count = 0;
+    this.setName = "";
+    this.version = "";
+    this.prefix = null;
+  }
+
+  /** Reads max_age_ms, windows, feature_set or version (fields 3-6 of both reads); false for other tags. */
+  private readOption(tag: number, body: Uint8Array, r: ProtoReader): boolean {
+    switch (tag) {
+      case TAG_MAX_AGE_REQ: {
+        const v = r.int64();
+        if (typeof v !== "number" || v < 0 || v > MAX_TTL_MS)
+          throw invalidArgument(`max_age_ms must be in [0, 2^52]; got ${v}`);
+        this.maxAge = v;
+        return true;
+      }
+      case TAG_WINDOWS:
+        r.bytesRange();
+        this.parseWindowQuery(body, r.fieldStart, r.fieldEnd);
+        return true;
+      case TAG_SET:
+        r.bytesRange();
+        this.setName = utf8Slice(body, r.fieldStart, r.fieldEnd);
+        return true;
+      case TAG_VERSION:
+        r.bytesRange();
+        this.version = utf8Slice(body, r.fieldStart, r.fieldEnd);
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  /** One WindowQuery { feature = 1, window_ms = 2 }: the name's range and window kept. */
+  private parseWindowQuery(body: Uint8Array, start: number, end: number): void {
+    const r = this.entry.reset(body, start, end);
+    let ns = start;
+    let ne = start;
+    let ms: number | bigint = 0;
+    while (!r.done()) {
+      const tag = r.tag();
+      if (tag === ((1 << 3) | WireType.Bytes)) {
+        r.bytesRange();
+        ns = r.fieldStart;
+        ne = r.fieldEnd;
+      } else if (tag === ((2 << 3) | WireType.Varint)) ms = r.int64();
+      else r.skip(tag & 7);
+    }
+    if (ne === ns) throw invalidArgument("a window query needs a feature name");
+    if (!isValidUtf8(body, ns, ne)) throw invalidArgument("feature name is not valid UTF-8");
+    if (typeof ms !== "number" || ms <= 0 || ms > MAX_TTL_MS)
+      throw this.badValue(body, ns, ne, `window_ms must be in (0, 2^52]; got ${ms}`);
+    const w = this.windows;
+    if (w.count === this.options.maxFeatureNames)
+      throw invalidArgument(
+        `a request asks for at most ${this.options.maxFeatureNames} windows (MAX_FEATURE_NAMES)`,
+      );
+    if (this.windowMs.length === w.count) {
+      const g = new Float64Array(w.count * 2);
+      g.set(this.windowMs);
+      this.windowMs = g;
+    }
+    this.windowMs[w.count] = ms;
+    w.push(ns, ne);
+  }
+
+  /**
+   * Decides which keys the read's entities live under: the plain ids, or a feature set's version
+   * (given, or the published one, read from the set's pointer once for the whole request).
+   * False when the pointer is being loaded from a remote store (the request waits).
+   */
+  private resolveRead(): boolean {
+    if (this.setName === "") {
+      if (this.version !== "") throw invalidArgument("version needs feature_set");
+      return true;
+    }
+    checkSetName(this.setName, "feature_set");
+    if (this.version === "") {
+      const p = this.readPointerNow(this.setName);
+      if (p === null) {
+        this.waiting = true;
+        return false;
+      }
+      if (p.current === "")
+        throw new FeatureStoreError(
+          Code.FailedPrecondition,
+          `feature set "${this.setName}" has no published version`,
+        );
+      this.version = p.current;
+    } else checkSetName(this.version, "version");
+    this.prefix = this.prefixOf(this.setName, this.version);
+    return true;
+  }
+
+  /** The key prefix of a version, encoded once per name pair. */
+  private prefixOf(set: string, version: string): Uint8Array {
+    const k = `${set}\u0000${version}`;
+    let p = this.prefixes.get(k);
+    if (p === undefined) {
+      if (this.prefixes.size > 1024) this.prefixes.clear();
+      p = versionPrefix(set, version);
+      this.prefixes.set(k, p);
+    }
+    return p;
+  }
+
+  /** The pointer of `set` as the store holds it now; null when a remote store is loading it. */
+  private readPointerNow(set: string): Pointer | null {
+    const key = pointerKey(set);
+    const h = this.store.find(key, 0, key.length);
+    if (h === PENDING) return null;
+    const values = POINTER_NAMES.map(() => null as Uint8Array | null);
+    if (h >= 0) this.valuesOf(h, POINTER_NAMES, values);
+    return readPointer(values);
+  }
+
+  /**
+   * Fills `values` with copies of the values of record `h` named `names` (null when absent).
+   * For small name lists (updates, pointers): one walk, a comparison per entry and name.
+   */
+  private valuesOf(h: number, names: readonly Uint8Array[], values: (Uint8Array | null)[]): void {
+    const arena = this.store.arena(h);
+    const w = this.startWalk(h);
+    while (!w.done()) {
+      this.nextEntry(w);
+      const ns = w.fieldStart;
+      const ne = w.fieldEnd;
+      for (let i = 0; i < names.length; i++) {
+        const n = names[i]!;
+        if (bytesEqual(arena, ns, ne, n, 0, n.length)) {
+          values[i] = arena.slice(valueStartOf(arena, ne), w.pos);
+          break;
+        }
+      }
+    }
+  }
+
+  /** Points keyBuf/keyStart/keyEnd at the key of the entity body[s,e): its id, or prefix + id. */
+  private useKey(body: Uint8Array, s: number, e: number): void {
+    const prefix = this.prefix;
+    if (prefix === null) {
+      this.keyBuf = body;
+      this.keyStart = s;
+      this.keyEnd = e;
+      return;
+    }
+    const k = this.keys;
+    k.reset();
+    k.raw(prefix);
+    k.raw(body, s, e);
+    this.keyBuf = k.bytes;
+    this.keyStart = 0;
+    this.keyEnd = k.pos;
+  }
+
   private batchGet(body: Uint8Array, start: number, end: number, out: ProtoWriter): void {
     const r = this.req.reset(body, start, end);
     const ids = this.ids;
     ids.count = 0;
     this.names.count = 0;
+    this.resetReadOptions();
     while (!r.done()) {
       const tag = r.tag();
       if (tag === TAG_ID) {
@@ -268,12 +544,13 @@ export class FeatureService {
       } else if (tag === TAG_NAMES) {
         r.bytesRange();
         this.pushName(body, r.fieldStart, r.fieldEnd);
-      } else r.skip(tag & 7);
+      } else if (!this.readOption(tag, body, r)) r.skip(tag & 7);
     }
     for (let i = 0; i < ids.count; i++) this.checkId(body, ids.starts[i]!, ids.ends[i]!);
     this.index.build(body, this.names);
     this.scanned = 0;
     this.waiting = false;
+    if (!this.resolveRead()) return;
     const answerStart = out.pos;
     this.answerStart = answerStart;
     let hits = 0;
@@ -293,6 +570,7 @@ export class FeatureService {
       out.tag(3, WireType.Varint);
       out.varint(ids.count - hits);
     }
+    if (this.prefix !== null) out.stringField(4, this.version);
   }
 
   /** RESOURCE_EXHAUSTED once an answer passes MAX_RESPONSE_BYTES, after `done` of `total` entities. */
@@ -326,7 +604,12 @@ export class FeatureService {
     const store = this.store;
     const names = this.names;
     out.bytesField(1, body, idStart, idEnd);
-    const h = store.find(body, idStart, idEnd);
+    let h: number;
+    if (this.prefix === null) h = store.find(body, idStart, idEnd);
+    else {
+      this.useKey(body, idStart, idEnd);
+      h = store.find(this.keyBuf, this.keyStart, this.keyEnd);
+    }
     if (h === PENDING) {
       // Every miss of the request is started before it waits: one round trip for them all.
       this.waiting = true;
@@ -336,17 +619,24 @@ export class FeatureService {
       for (let i = 0; i < names.count; i++) out.bytesField(4, body, names.starts[i]!, names.ends[i]!);
       return false;
     }
-    if (names.count === 0) {
-      const len = store.length(h);
-      // Checked before the copy: the writer never grows more than one small field past the limit.
-      this.checkAnswerSize(out.pos + len - this.answerStart, this.entity, this.entities);
-      out.ensure(len);
-      out.pos += store.copyTo(h, out.bytes, out.pos);
-    } else {
-      this.project(h, body, out);
+    if (this.maxAge > 0 || this.windows.count > 0) this.writeTimed(h, body, out, true);
+    else {
+      const fu = store.freshUntil(h);
+      if (fu !== 0 && fu <= this.clock()) this.writeTimed(h, body, out, false);
+      else if (names.count === 0) {
+        const len = store.length(h);
+        // Checked before the copy: the writer never grows more than one small field past the limit.
+        this.checkAnswerSize(out.pos + len - this.answerStart, this.entity, this.entities);
+        out.ensure(len);
+        out.pos += store.copyTo(h, out.bytes, out.pos);
+        out.byte(TAG_FOUND);
+        out.byte(1);
+      } else {
+        this.project(h, body, out);
+        out.byte(TAG_FOUND);
+        out.byte(1);
+      }
     }
-    out.byte(TAG_FOUND);
-    out.byte(1);
     return true;
   }
 
@@ -378,6 +668,97 @@ export class FeatureService {
     for (let i = 0; i < n; i++) if (matched[first[i]!] === 0) out.bytesField(4, body, starts[i]!, ends[i]!);
   }
 
+  /**
+   * The answer for record `h` when time matters: a max age was asked for (`asked`), a feature
+   * of the record may be past its own max age, or windows were asked for. Each entry (requested,
+   * or every one without names) is copied when fresh and listed in `stale` when not: stale when
+   * now - event_time > the stricter of the read's and the value's max age. Then found, missing,
+   * stale, the aggregates and the read time.
+   */
+  private writeTimed(h: number, body: Uint8Array, out: ProtoWriter, asked: boolean): void {
+    const { starts, ends, count: n } = this.names;
+    const index = this.index;
+    if (this.matched.length < n) this.matched = new Uint8Array(n * 2);
+    const matched = this.matched;
+    matched.fill(0, 0, n);
+    const now = this.clock();
+    const arena = this.store.arena(h);
+    const w = this.startWalk(h);
+    const walkStart = w.pos;
+    const stale = this.staleNames;
+    stale.count = 0;
+    while (!w.done()) {
+      const entryStart = this.nextEntry(w);
+      const ns = w.fieldStart;
+      const ne = w.fieldEnd;
+      if (n > 0) {
+        const k = index.lookup(arena, ns, ne);
+        if (k < 0) continue;
+        matched[k] = 1;
+      }
+      const vs = valueStartOf(arena, ne);
+      let maxAge = valueMaxAge(arena, vs, w.pos);
+      if (this.maxAge > 0 && (maxAge === 0 || this.maxAge < maxAge)) maxAge = this.maxAge;
+      if (maxAge > 0 && now - valueEventTime(arena, vs, w.pos) > maxAge) stale.push(ns, ne);
+      else out.raw(arena, entryStart, w.pos);
+    }
+    this.scanned += w.pos - walkStart;
+    out.byte(TAG_FOUND);
+    out.byte(1);
+    const first = index.first;
+    for (let i = 0; i < n; i++) if (matched[first[i]!] === 0) out.bytesField(4, body, starts[i]!, ends[i]!);
+    for (let i = 0; i < stale.count; i++) out.bytesField(5, arena, stale.starts[i]!, stale.ends[i]!);
+    for (let i = 0; i < this.windows.count; i++) this.writeAggregate(h, body, i, now, out);
+    if (asked || stale.count > 0) {
+      out.tag(7, WireType.Varint);
+      out.varint(now);
+    }
+  }
+
+  /** Writes the WindowAggregate of window query `i` over record `h` (count 0 when the feature is absent). */
+  private writeAggregate(h: number, body: Uint8Array, i: number, now: number, out: ProtoWriter): void {
+    const ns = this.windows.starts[i]!;
+    const ne = this.windows.ends[i]!;
+    const windowMs = this.windowMs[i]!;
+    const arena = this.store.arena(h);
+    const w = this.startWalk(h);
+    let count = 0;
+    let sum = 0;
+    let min = 0;
+    let max = 0;
+    while (!w.done()) {
+      this.nextEntry(w);
+      if (!bytesEqual(arena, w.fieldStart, w.fieldEnd, body, ns, ne)) continue;
+      const a = aggregate(
+        utf8Slice(body, ns, ne),
+        arena,
+        valueStartOf(arena, w.fieldEnd),
+        w.pos,
+        windowMs,
+        now,
+      );
+      ({ count, sum, min, max } = a);
+      break;
+    }
+    const at = out.beginLength(6);
+    out.bytesField(1, body, ns, ne);
+    out.tag(2, WireType.Varint);
+    out.varint(windowMs);
+    if (count > 0) {
+      out.tag(3, WireType.Varint);
+      out.varint(count);
+      out.tag(4, WireType.Fixed64);
+      out.double(sum);
+      out.tag(5, WireType.Fixed64);
+      out.double(min);
+      out.tag(6, WireType.Fixed64);
+      out.double(max);
+      out.tag(7, WireType.Fixed64);
+      out.double(sum / count);
+    }
+    out.endLength(at);
+  }
+
   // ---- writes -----------------------------------------------------------------------------
 
   /**
@@ -391,11 +772,17 @@ export class FeatureService {
     this.values.reset();
     this.ttlMs = 0;
     this.replace = false;
+    this.anyMaxAge = false;
+    this.resetReadOptions();
     let idStart = -1;
     let idEnd = -1;
     while (!r.done()) {
       const tag = r.tag();
       switch (tag) {
+        case TAG_SET:
+        case TAG_VERSION:
+          this.readOption(tag, body, r);
+          break;
         case TAG_ID:
           r.bytesRange();
           idStart = r.fieldStart;
@@ -423,6 +810,44 @@ export class FeatureService {
     this.idStart = idStart;
     this.idEnd = idEnd;
     this.index.build(body, this.setNames);
+    this.resolveWrite();
+    this.useKey(body, idStart, idEnd);
+  }
+
+  /**
+   * The version a write goes to: none, or feature_set and version together, not one being
+   * dropped (its records would outlive the drop). On a remote store whose pointer is loading,
+   * `versionCheck` is left to settle before the write is sent.
+   */
+  private resolveWrite(): void {
+    this.versionCheck = null;
+    if (this.setName === "" && this.version === "") return;
+    if (this.setName === "" || this.version === "")
+      throw invalidArgument("a write into a feature set needs both feature_set and version");
+    checkSetName(this.setName, "feature_set");
+    checkSetName(this.version, "version");
+    this.prefix = this.prefixOf(this.setName, this.version);
+    const p = this.readPointerNow(this.setName);
+    if (p !== null) checkNotDropping(p, this.setName, this.version);
+    else {
+      const set = this.setName;
+      const version = this.version;
+      this.versionCheck = this.pointerLater(set).then((q) => checkNotDropping(q, set, version));
+    }
+  }
+
+  /** The pointer of `set` from a remote store, once loaded. */
+  private async pointerLater(set: string): Promise<Pointer> {
+    for (let round = 1; ; round++) {
+      await this.remote!.loaded();
+      const p = this.readPointerNow(set);
+      if (p !== null) return p;
+      if (round === MAX_READ_ROUNDS)
+        throw new FeatureStoreError(
+          Code.Unavailable,
+          `the pointer of feature set "${set}" kept changing; retry`,
+        );
+    }
   }
 
   /** Parses one map entry; records the name range and writes its canonical value to `values`. */
@@ -449,6 +874,14 @@ export class FeatureService {
     if (parts.count === 0) throw this.badValue(body, nameStart, nameEnd, "has no value");
     const valueStart = this.values.pos;
     this.canonicalValue(body, nameStart, nameEnd);
+    const i = this.setNames.count;
+    if (this.setTimes.length === i) {
+      const g = new Float64Array(i * 2);
+      g.set(this.setTimes);
+      this.setTimes = g;
+    }
+    this.setTimes[i] = this.valueTime;
+    if (this.valueAge > 0) this.anyMaxAge = true;
     this.setValues.push(valueStart, this.values.pos);
     this.setNames.push(nameStart, nameEnd);
   }
@@ -465,12 +898,29 @@ export class FeatureService {
     const occ = this.occurrences;
     occ.count = 0;
     const r = this.walk;
+    let eventTime: number | bigint = 0;
+    let maxAge: number | bigint = 0;
     for (let p = 0; p < parts.count; p++) {
       r.reset(body, parts.starts[p]!, parts.ends[p]!);
       while (!r.done()) {
         const tag = r.tag();
         const field = tag >>> 3;
         const wt = tag & 7;
+        if (tag === TAG_EVENT_TIME) {
+          eventTime = r.int64();
+          continue;
+        }
+        if (tag === TAG_MAX_AGE) {
+          maxAge = r.int64();
+          continue;
+        }
+        if (field === VALUE_WINDOW)
+          throw this.badValue(
+            body,
+            nameStart,
+            nameEnd,
+            "is a window: windows are written by observe updates only",
+          );
         const expected = VALUE_WIRE_TYPES[field];
         if (expected === undefined) {
           r.skip(wt);
@@ -492,6 +942,14 @@ export class FeatureService {
     const last = occ.count - 1;
     const kind = occ.extra[last]!;
     const v = this.values;
+    this.stamp(body, nameStart, nameEnd, eventTime, maxAge);
+    v.byte(TAG_EVENT_TIME);
+    v.varint(this.valueTime);
+    if (this.valueAge > 0) {
+      v.byte(TAG_MAX_AGE);
+      v.varint(this.valueAge);
+    }
+    this.oneofStart = v.pos;
     try {
       switch (kind) {
         case ValueField.Int:
@@ -582,6 +1040,36 @@ export class FeatureService {
     }
   }
 
+  /**
+   * Resolves a written value's event time (0: the server's clock) and max age into valueTime and
+   * valueAge: INVALID_ARGUMENT naming the feature when the time is negative or more than
+   * MAX_EVENT_TIME_SKEW_MS ahead of the server's clock, or the age negative or past 2^52.
+   */
+  private stamp(
+    body: Uint8Array,
+    nameStart: number,
+    nameEnd: number,
+    eventTime: number | bigint,
+    maxAge: number | bigint,
+  ): void {
+    const now = this.clock();
+    if (typeof eventTime !== "number" || eventTime < 0)
+      throw this.badValue(body, nameStart, nameEnd, `has a negative or huge event_time_ms ${eventTime}`);
+    const skew = this.options.maxEventTimeSkewMs;
+    if (eventTime > now + skew)
+      throw this.badValue(
+        body,
+        nameStart,
+        nameEnd,
+        `has event_time_ms ${eventTime}, ${eventTime - now} ms ahead of the server's clock; ` +
+          `the limit is ${skew} ms (MAX_EVENT_TIME_SKEW_MS)`,
+      );
+    if (typeof maxAge !== "number" || maxAge < 0 || maxAge > MAX_TTL_MS)
+      throw this.badValue(body, nameStart, nameEnd, `has max_age_ms ${maxAge}; it must be in [0, 2^52]`);
+    this.valueTime = eventTime === 0 ? now : eventTime;
+    this.valueAge = maxAge;
+  }
+
   private badValue(body: Uint8Array, nameStart: number, nameEnd: number, what: string): FeatureStoreError {
     let name: string;
     try {
@@ -594,24 +1082,46 @@ export class FeatureService {
 
   /**
    * Writes the record parsed by `parseSet`: the stored entries the request does not name
-   * (unless `replace`), then the request's features, the last entry for a name winning.
+   * (unless `replace`), then the request's features, the last entry for a name winning; a
+   * stored value with a newer event time than the request's keeps its place (`skipped`).
    */
-  private applySet(body: Uint8Array): void {
+  private applySet(body: Uint8Array): number {
     const store = this.local!; // local stores only: a remote one takes the change (remoteSet)
     const rec = this.record;
     const { starts, ends, count: n } = this.setNames;
-    const { first, last } = this.index;
+    const index = this.index;
+    const { first, last } = index;
     const vals = this.values.bytes;
     const vStarts = this.setValues.starts;
     const vEnds = this.setValues.ends;
+    if (this.skipped.length < n) this.skipped = new Uint8Array(n * 2);
+    const skipped = this.skipped;
+    skipped.fill(0, 0, n);
     rec.reset();
     let features = 0;
-    if (!this.replace) {
-      const h = store.find(body, this.idStart, this.idEnd);
-      if (h >= 0) features = this.copyEntriesExcept(h, rec).kept;
+    let skips = 0;
+    let timed = this.anyMaxAge;
+    const h = store.find(this.keyBuf, this.keyStart, this.keyEnd);
+    if (h >= 0) {
+      if (store.freshUntil(h) !== 0) timed = true;
+      const arena = store.arena(h);
+      const w = this.startWalk(h);
+      while (!w.done()) {
+        const entryStart = this.nextEntry(w);
+        const k = index.lookup(arena, w.fieldStart, w.fieldEnd);
+        if (k >= 0) {
+          const i = last[k]!;
+          const vs = valueStartOf(arena, w.fieldEnd);
+          if (valueEventTime(arena, vs, w.pos) <= this.setTimes[i]!) continue;
+          skipped[i] = 1;
+          skips++;
+        } else if (this.replace) continue;
+        rec.raw(arena, entryStart, w.pos);
+        features++;
+      }
     }
     for (let i = 0; i < n; i++) {
-      if (last[first[i]!] !== i) continue; // a later entry for this name wins
+      if (last[first[i]!] !== i || skipped[i] === 1) continue; // a later entry for this name wins
       writeEntry(rec, body, starts[i]!, ends[i]!, vals, vStarts[i]!, vEnds[i]!);
       features++;
     }
@@ -621,7 +1131,21 @@ export class FeatureService {
         `the entity would hold ${features} features; the limit is ${this.options.maxFeaturesPerEntity} (MAX_FEATURES_PER_ENTITY)`,
       );
     const ttl = this.ttlMs > 0 ? this.ttlMs : this.options.defaultTtlMs;
-    store.write(body, this.idStart, this.idEnd, rec.view(), ttl);
+    const fresh = timed ? recordFreshUntil(rec.bytes, 0, rec.pos) : 0;
+    store.write(this.keyBuf, this.keyStart, this.keyEnd, rec.view(), ttl, fresh);
+    return skips;
+  }
+
+  /** Writes the names `applySet` skipped as repeated field `field`. */
+  private writeSkipped(body: Uint8Array, out: ProtoWriter, field: number): number {
+    const { starts, ends, count: n } = this.setNames;
+    let count = 0;
+    for (let i = 0; i < n; i++)
+      if (this.skipped[i] === 1) {
+        out.bytesField(field, body, starts[i]!, ends[i]!);
+        count++;
+      }
+    return count;
   }
 
   /** Appends to `rec` the entries of record `h` whose names the request's index does not hold. */
@@ -689,17 +1213,33 @@ export class FeatureService {
     }
     if (this.remote !== null) {
       // Sent together (pipelined, grouped by node by the store); answered once all are acknowledged.
-      const acks: Promise<unknown>[] = new Array(n);
+      const acks: Promise<Uint8Array[]>[] = new Array(n);
       for (let k = 0; k < n; k++) {
         this.parseSet(body, items.starts[k]!, items.ends[k]!);
-        acks[k] = this.remoteSet(this.remote, body, k).ready;
+        acks[k] = this.sendSet(this.remote, body, k);
       }
-      return { ready: Promise.all(acks), answer: (o) => writeCount(o, n) };
+      let skipped: Uint8Array[][] = [];
+      const ready = Promise.all(acks).then((s) => {
+        skipped = s;
+      });
+      return {
+        ready,
+        answer: (o) => {
+          for (let k = 0; k < n; k++) if (skipped[k]!.length > 0) writeSkippedItem(o, k, skipped[k]!);
+          return writeCount(o, n);
+        },
+      };
     }
     try {
       for (i = 0; i < n; i++) {
         this.parseSet(body, items.starts[i]!, items.ends[i]!);
-        this.applySet(body);
+        if (this.applySet(body) > 0) {
+          const at = out.beginLength(2);
+          out.tag(1, WireType.Varint);
+          out.varint(i);
+          this.writeSkipped(body, out, 2);
+          out.endLength(at);
+        }
       }
     } catch (err) {
       throw atItemError(i, err);
@@ -713,6 +1253,21 @@ export class FeatureService {
    * the BatchSet item (-1 for a SetFeatures), named in the error.
    */
   private remoteSet(store: RemoteStore, body: Uint8Array, item: number): Deferred {
+    let skipped: Uint8Array[] = [];
+    const ready = this.sendSet(store, body, item).then((s) => {
+      skipped = s;
+    });
+    return {
+      ready,
+      answer: (o) => {
+        for (const name of skipped) o.bytesField(1, name);
+        return undefined;
+      },
+    };
+  }
+
+  /** Sends the SetFeatures parsed by `parseSet` (see remoteSet); resolves with the skipped names. */
+  private sendSet(store: RemoteStore, body: Uint8Array, item: number): Promise<Uint8Array[]> {
     const { starts, ends, count: n } = this.setNames;
     const { first, last } = this.index;
     const vals = this.values.bytes;
@@ -730,14 +1285,15 @@ export class FeatureService {
           `the limit is ${this.options.maxFeaturesPerEntity} (MAX_FEATURES_PER_ENTITY)`,
       );
     const ttl = this.ttlMs > 0 ? this.ttlMs : this.options.defaultTtlMs;
-    let ack: Promise<unknown> = store.setFeatures(
-      body.slice(this.idStart, this.idEnd),
-      fields,
-      this.replace,
-      ttl,
-    );
+    const key = this.keyBuf.slice(this.keyStart, this.keyEnd);
+    const replace = this.replace;
+    const check = this.versionCheck;
+    let ack =
+      check === null
+        ? store.setFeatures(key, fields, replace, ttl)
+        : check.then(() => store.setFeatures(key, fields, replace, ttl));
     if (item >= 0) ack = ack.catch((err) => Promise.reject(atItemError(item, err)));
-    return { ready: ack, answer: noAnswer };
+    return ack;
   }
 
   private deleteFeatures(
@@ -747,8 +1303,11 @@ export class FeatureService {
     out: ProtoWriter,
   ): Deferred | undefined {
     this.parseIdAndNames(body, start, end);
-    const idStart = this.idStart;
-    const idEnd = this.idEnd;
+    this.resolveWrite();
+    this.useKey(body, this.idStart, this.idEnd);
+    const key = this.keyBuf;
+    const idStart = this.keyStart;
+    const idEnd = this.keyEnd;
     if (this.remote !== null) {
       const { starts, ends, count } = this.names;
       let names: Uint8Array[] | null = null;
@@ -757,7 +1316,11 @@ export class FeatureService {
         for (let i = 0; i < count; i++) names[i] = body.slice(starts[i]!, ends[i]!);
       }
       let deleted = false;
-      const ready = this.remote.deleteFeatures(body.slice(idStart, idEnd), names).then((d) => {
+      const remote = this.remote;
+      const id = key.slice(idStart, idEnd);
+      const send = () => remote.deleteFeatures(id, names);
+      const check = this.versionCheck;
+      const ready = (check === null ? send() : check.then(send)).then((d) => {
         deleted = d;
       });
       return { ready, answer: (o) => writeDeleted(o, deleted) };
@@ -765,9 +1328,9 @@ export class FeatureService {
     const store = this.local!;
     let deleted: boolean;
     if (this.names.count === 0) {
-      deleted = store.remove(body, idStart, idEnd);
+      deleted = store.remove(key, idStart, idEnd);
     } else {
-      const h = store.find(body, idStart, idEnd);
+      const h = store.find(key, idStart, idEnd);
       deleted = false;
       if (h >= 0) {
         const expiresAt = store.expiresAt(h);
@@ -776,12 +1339,423 @@ export class FeatureService {
         if (this.copyEntriesExcept(h, rec).dropped > 0) {
           // The record keeps the expiry it had: deleting names is not a fresh write.
           const ttl = expiresAt === 0 ? 0 : Math.max(1, expiresAt - store.now());
-          store.write(body, idStart, idEnd, rec.view(), ttl);
+          const fresh = store.freshUntil(h) === 0 ? 0 : recordFreshUntil(rec.bytes, 0, rec.pos);
+          store.write(key, idStart, idEnd, rec.view(), ttl, fresh);
           deleted = true;
         }
       }
     }
     return writeDeleted(out, deleted);
+  }
+
+  // ---- updates and feature sets -------------------------------------------------------------
+
+  /** UpdateFeatures: parses and validates every update, then applies them all or none. */
+  private updateFeatures(
+    body: Uint8Array,
+    start: number,
+    end: number,
+    out: ProtoWriter,
+  ): Deferred | undefined {
+    const r = this.req.reset(body, start, end);
+    this.resetReadOptions();
+    let idStart = -1;
+    let idEnd = -1;
+    let ttl = 0;
+    const updates: ParsedUpdate[] = [];
+    while (!r.done()) {
+      const tag = r.tag();
+      if (tag === TAG_ID) {
+        r.bytesRange();
+        idStart = r.fieldStart;
+        idEnd = r.fieldEnd;
+      } else if (tag === TAG_NAMES) {
+        r.bytesRange();
+        if (updates.length === this.options.maxFeatureNames)
+          throw invalidArgument(
+            `an UpdateFeatures carries at most ${this.options.maxFeatureNames} updates (MAX_FEATURE_NAMES)`,
+          );
+        updates.push(this.parseUpdate(body, r.fieldStart, r.fieldEnd));
+      } else if (tag === TAG_TTL) ttl = readTtl(r);
+      else if (tag === TAG_SET || tag === TAG_VERSION) this.readOption(tag, body, r);
+      else r.skip(tag & 7);
+    }
+    this.checkId(body, idStart, idEnd);
+    if (updates.length === 0) throw invalidArgument("UpdateFeatures needs at least one update");
+    const seen = new Set<string>();
+    for (const u of updates) {
+      if (seen.has(u.label)) throw invalidArgument(`feature "${u.label}" is updated twice in one request`);
+      seen.add(u.label);
+    }
+    this.resolveWrite();
+    this.useKey(body, idStart, idEnd);
+    const now = this.clock();
+    const names = updates.map((u) => u.name);
+    let skipped: string[] = [];
+    let counters: Uint8Array[] = [];
+    const compute = (olds: (Uint8Array | null)[]): (Uint8Array | null | undefined)[] => {
+      skipped = [];
+      counters = [];
+      return updates.map((u, i) => {
+        const v = applyUpdate(u, olds[i] ?? null, now);
+        if (v === SKIPPED) {
+          skipped.push(u.label);
+          return undefined;
+        }
+        if (u.op === UpdateOp.Increment) counters.push(u.name, v);
+        return v;
+      });
+    };
+    const answer = (o: ProtoWriter): undefined => {
+      for (const name of skipped) o.stringField(1, name);
+      for (let i = 0; i < counters.length; i += 2) {
+        const name = counters[i]!;
+        const value = counters[i + 1]!;
+        writeEntry(o, name, 0, name.length, value, 0, value.length);
+      }
+      return undefined;
+    };
+    if (this.remote === null) {
+      this.localUpdate(
+        this.keyBuf,
+        this.keyStart,
+        this.keyEnd,
+        names,
+        compute,
+        ttl,
+        this.options.defaultTtlMs,
+      );
+      return answer(out);
+    }
+    const remote = this.remote;
+    const key = this.keyBuf.slice(this.keyStart, this.keyEnd);
+    const send = () => remote.update(key, names, compute, ttl, this.options.defaultTtlMs);
+    const check = this.versionCheck;
+    return { ready: check === null ? send() : check.then(send), answer };
+  }
+
+  /** One FeatureUpdate { name = 1, op = 2..5, event_time_ms = 6, max_age_ms = 7 }. */
+  private parseUpdate(body: Uint8Array, start: number, end: number): ParsedUpdate {
+    const r = this.entry.reset(body, start, end);
+    let ns = start;
+    let ne = start;
+    let op = 0;
+    let os = 0;
+    let oe = 0;
+    let eventTime: number | bigint = 0;
+    let maxAge: number | bigint = 0;
+    while (!r.done()) {
+      const tag = r.tag();
+      const field = tag >>> 3;
+      if (tag === ((1 << 3) | WireType.Bytes)) {
+        r.bytesRange();
+        ns = r.fieldStart;
+        ne = r.fieldEnd;
+      } else if (field >= UpdateOp.Set && field <= UpdateOp.Observe && (tag & 7) === WireType.Bytes) {
+        r.bytesRange();
+        op = field;
+        os = r.fieldStart;
+        oe = r.fieldEnd;
+      } else if (tag === ((6 << 3) | WireType.Varint)) eventTime = r.int64();
+      else if (tag === ((7 << 3) | WireType.Varint)) maxAge = r.int64();
+      else r.skip(tag & 7);
+    }
+    if (ne === ns) throw invalidArgument("an update needs a feature name");
+    if (!isValidUtf8(body, ns, ne)) throw invalidArgument("feature name is not valid UTF-8");
+    const label = utf8Slice(body, ns, ne);
+    if (op === 0)
+      throw invalidArgument(
+        `the update of feature "${label}" has no known op (set, increment, append, observe)`,
+      );
+    const u = {
+      name: body.slice(ns, ne),
+      label,
+      op: op as UpdateOp,
+      eventTime: 0,
+      maxAge: 0,
+      value: EMPTY,
+      listKind: 0,
+      keepLast: 0,
+      intDelta: null as bigint | null,
+      doubleDelta: 0,
+      observed: 0,
+      bucketMs: 0,
+      retentionMs: 0,
+    };
+    const s = this.walk2.reset(body, os, oe);
+    switch (op) {
+      case UpdateOp.Set: {
+        this.canonicalFrom(body, os, oe, ns, ne);
+        if (eventTime === 0) eventTime = this.valueTime;
+        if (maxAge === 0) maxAge = this.valueAge;
+        u.value = this.values.bytes.slice(this.oneofStart, this.values.pos);
+        break;
+      }
+      case UpdateOp.Increment:
+        while (!s.done()) {
+          const tag = s.tag();
+          if (tag === ((1 << 3) | WireType.Varint)) {
+            u.intDelta = s.varint64();
+          } else if (tag === ((2 << 3) | WireType.Fixed64)) {
+            u.intDelta = null;
+            u.doubleDelta = s.double();
+          } else s.skip(tag & 7);
+        }
+        if (u.intDelta === null && !Number.isFinite(u.doubleDelta))
+          throw invalidArgument(`the increment of feature "${label}" is not a finite number`);
+        if (u.intDelta === null && oe === os)
+          throw invalidArgument(`the increment of feature "${label}" has no delta`);
+        break;
+      case UpdateOp.Append: {
+        let vs = -1;
+        let ve = -1;
+        while (!s.done()) {
+          const tag = s.tag();
+          if (tag === ((1 << 3) | WireType.Bytes)) {
+            s.bytesRange();
+            vs = s.fieldStart;
+            ve = s.fieldEnd;
+          } else if (tag === ((2 << 3) | WireType.Varint)) u.keepLast = s.varint();
+          else s.skip(tag & 7);
+        }
+        if (vs < 0) throw invalidArgument(`the append to feature "${label}" has no values`);
+        this.canonicalFrom(body, vs, ve, ns, ne);
+        u.listKind = this.values.bytes[this.oneofStart]! >>> 3;
+        if (
+          u.listKind !== ValueField.StringList &&
+          u.listKind !== ValueField.IntList &&
+          u.listKind !== ValueField.FloatList
+        )
+          throw invalidArgument(
+            `the append to feature "${label}" needs a string_list, int_list or float_list`,
+          );
+        if (!(u.keepLast >= 1 && u.keepLast <= this.options.maxListItems))
+          throw invalidArgument(
+            `the append to feature "${label}" needs keep_last in [1, ${this.options.maxListItems}] (MAX_LIST_ITEMS); got ${u.keepLast}`,
+          );
+        u.value = this.values.bytes.slice(this.oneofStart, this.values.pos);
+        break;
+      }
+      case UpdateOp.Observe: {
+        let hasValue = false;
+        while (!s.done()) {
+          const tag = s.tag();
+          if (tag === ((1 << 3) | WireType.Fixed64)) {
+            u.observed = s.double();
+            hasValue = true;
+          } else if (tag === ((2 << 3) | WireType.Bytes)) {
+            s.bytesRange();
+            const q = new ProtoReader().reset(body, s.fieldStart, s.fieldEnd);
+            while (!q.done()) {
+              const t = q.tag();
+              if (t === ((1 << 3) | WireType.Varint)) u.bucketMs = q.varint();
+              else if (t === ((2 << 3) | WireType.Varint)) u.retentionMs = q.varint();
+              else q.skip(t & 7);
+            }
+          } else s.skip(tag & 7);
+        }
+        if (!hasValue) u.observed = 0;
+        if (!Number.isFinite(u.observed))
+          throw invalidArgument(`the observed value of feature "${label}" is not a finite number`);
+        checkSpec(label, u.bucketMs, u.retentionMs, this.options.maxWindowTiles);
+        break;
+      }
+    }
+    this.stamp(body, ns, ne, eventTime, maxAge);
+    u.eventTime = this.valueTime;
+    u.maxAge = this.valueAge;
+    return u;
+  }
+
+  /** Canonicalises the FeatureValue body[vs,ve) of feature body[ns,ne) into `values` (oneof at oneofStart). */
+  private canonicalFrom(body: Uint8Array, vs: number, ve: number, ns: number, ne: number): void {
+    this.values.reset();
+    this.valueParts.count = 0;
+    this.valueParts.push(vs, ve);
+    this.canonicalValue(body, ns, ne);
+  }
+
+  /**
+   * The read-modify-write of an update on a local store, all in one synchronous step (so
+   * atomic): `compute` gets the current values of `names`, answers the new ones (null: delete,
+   * undefined: leave), and the record is rewritten. TTL as RemoteStore.update documents it.
+   */
+  private localUpdate(
+    key: Uint8Array,
+    ks: number,
+    ke: number,
+    names: Uint8Array[],
+    compute: (current: (Uint8Array | null)[]) => (Uint8Array | null | undefined)[],
+    ttlMs: number,
+    defaultTtlMs: number,
+  ): void {
+    const store = this.local!;
+    const h = store.find(key, ks, ke);
+    const olds: (Uint8Array | null)[] = names.map(() => null);
+    if (h >= 0) this.valuesOf(h, names, olds);
+    const news = compute(olds);
+    if (h >= 0 && news.every((v) => v === undefined)) return;
+    const rec = this.record;
+    rec.reset();
+    let features = 0;
+    let timed = false;
+    const done = new Uint8Array(names.length);
+    let expiresAt = 0;
+    if (h >= 0) {
+      expiresAt = store.expiresAt(h);
+      if (store.freshUntil(h) !== 0) timed = true;
+      const arena = store.arena(h);
+      const w = this.startWalk(h);
+      while (!w.done()) {
+        const entryStart = this.nextEntry(w);
+        const i = indexOfName(names, arena, w.fieldStart, w.fieldEnd);
+        if (i >= 0) {
+          done[i] = 1;
+          const v = news[i];
+          if (v === null) continue;
+          if (v !== undefined) {
+            writeEntry(rec, names[i]!, 0, names[i]!.length, v, 0, v.length);
+            features++;
+            continue;
+          }
+        }
+        rec.raw(arena, entryStart, w.pos);
+        features++;
+      }
+    }
+    for (let i = 0; i < names.length; i++) {
+      const v = news[i];
+      if (done[i] === 1 || v === null || v === undefined) continue;
+      writeEntry(rec, names[i]!, 0, names[i]!.length, v, 0, v.length);
+      features++;
+      if (valueMaxAge(v, 0, v.length) > 0) timed = true;
+    }
+    if (!timed) for (const v of news) if (v && valueMaxAge(v, 0, v.length) > 0) timed = true;
+    if (features > this.options.maxFeaturesPerEntity)
+      throw new FeatureStoreError(
+        Code.ResourceExhausted,
+        `the entity would hold ${features} features; the limit is ${this.options.maxFeaturesPerEntity} (MAX_FEATURES_PER_ENTITY)`,
+      );
+    const ttl =
+      ttlMs > 0 ? ttlMs : h < 0 ? defaultTtlMs : expiresAt === 0 ? 0 : Math.max(1, expiresAt - store.now());
+    if (features === 0) {
+      if (h >= 0) store.remove(key, ks, ke);
+      return;
+    }
+    store.write(key, ks, ke, rec.view(), ttl, timed ? recordFreshUntil(rec.bytes, 0, rec.pos) : 0);
+  }
+
+  /** PublishVersion, RollbackVersion, DropVersion: a change of the set's pointer, answered with the new state. */
+  private changeFeatureSet(
+    method: number,
+    body: Uint8Array,
+    start: number,
+    end: number,
+    out: ProtoWriter,
+  ): Deferred | undefined {
+    const [set, version] = this.parseSetRequest(body, start, end, method !== Method.RollbackVersion);
+    const now = this.clock();
+    let state: Pointer = { current: "", previous: "", dropping: [] };
+    const compute = (olds: (Uint8Array | null)[]) => {
+      const p = readPointer(olds);
+      state =
+        method === Method.PublishVersion
+          ? pointerChange.publish(p, set, version)
+          : method === Method.RollbackVersion
+            ? pointerChange.rollback(p, set)
+            : pointerChange.drop(p, set, version);
+      return pointerValues(state, now);
+    };
+    const after = (): undefined => {
+      if (method === Method.DropVersion) this.startDrop(set, version);
+      return undefined;
+    };
+    const key = pointerKey(set);
+    if (this.remote === null) {
+      this.localUpdate(key, 0, key.length, POINTER_NAMES, compute, 0, 0);
+      after();
+      writeSetInfo(out, set, state);
+      return;
+    }
+    return {
+      ready: this.remote.update(key, POINTER_NAMES, compute, 0, 0).then(after),
+      answer: (o) => {
+        writeSetInfo(o, set, state);
+        return undefined;
+      },
+    };
+  }
+
+  /** GetFeatureSet: the pointer as the store holds it; drops this server is not running are resumed. */
+  private getFeatureSet(body: Uint8Array, start: number, end: number, out: ProtoWriter): void {
+    this.waiting = false;
+    const [set] = this.parseSetRequest(body, start, end, false);
+    const p = this.readPointerNow(set);
+    if (p === null) {
+      this.waiting = true;
+      return;
+    }
+    for (const v of p.dropping) this.startDrop(set, v);
+    writeSetInfo(out, set, p);
+  }
+
+  /** A request of { feature_set = 1, version = 2 }, names checked (version when `needsVersion`). */
+  private parseSetRequest(
+    body: Uint8Array,
+    start: number,
+    end: number,
+    needsVersion: boolean,
+  ): [string, string] {
+    const r = this.req.reset(body, start, end);
+    let set = "";
+    let version = "";
+    while (!r.done()) {
+      const tag = r.tag();
+      if (tag === ((1 << 3) | WireType.Bytes)) {
+        r.bytesRange();
+        set = utf8Slice(body, r.fieldStart, r.fieldEnd);
+      } else if (tag === ((2 << 3) | WireType.Bytes)) {
+        r.bytesRange();
+        version = utf8Slice(body, r.fieldStart, r.fieldEnd);
+      } else r.skip(tag & 7);
+    }
+    checkSetName(set, "feature_set");
+    if (needsVersion) checkSetName(version, "version");
+    return [set, version];
+  }
+
+  /**
+   * Frees the records of a dropped version in the background, `dropStepRecords` per event-loop
+   * turn, then takes it off the pointer's `dropping` list. A failure leaves it listed: the next
+   * DropVersion or GetFeatureSet on any server starts it again.
+   */
+  private startDrop(set: string, version: string): void {
+    const k = `${set}\u0000${version}`;
+    if (this.drops.has(k)) return;
+    const store = this.remote ?? this.local!;
+    const job = (async () => {
+      const d: PrefixDrop = store.dropPrefix(versionPrefix(set, version));
+      while (!d.done) {
+        await d.step(this.options.dropStepRecords);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      const key = pointerKey(set);
+      const now = this.time();
+      const compute = (olds: (Uint8Array | null)[]) =>
+        pointerValues(pointerChange.dropped(readPointer(olds), version), now);
+      if (this.remote !== null) await this.remote.update(key, POINTER_NAMES, compute, 0, 0);
+      else this.localUpdate(key, 0, key.length, POINTER_NAMES, compute, 0, 0);
+    })();
+    this.drops.set(k, job);
+    job.then(
+      () => this.drops.delete(k),
+      () => this.drops.delete(k),
+    );
+  }
+
+  /** Settles once every version drop this server runs has finished (tests, shutdown). */
+  async dropsSettled(): Promise<void> {
+    while (this.drops.size > 0) await Promise.allSettled([...this.drops.values()]);
   }
 
   private checkId(body: Uint8Array, start: number, end: number): void {
@@ -809,11 +1783,6 @@ function writeDeleted(out: ProtoWriter, deleted: boolean): undefined {
     out.byte((1 << 3) | WireType.Varint);
     out.byte(1);
   }
-  return undefined;
-}
-
-/** The answer of a write with nothing to say (SetFeaturesResponse is empty). */
-function noAnswer(): undefined {
   return undefined;
 }
 
@@ -891,4 +1860,40 @@ function writeEntry(
   rec.varint(1 + varintSize(nameLen) + nameLen + 1 + varintSize(valueLen) + valueLen);
   rec.bytesField(1, body, ns, ne);
   rec.bytesField(2, vals, vs, ve);
+}
+
+/** Where the value of the canonical entry whose name ends at `nameEnd` starts (past `0x12 <len>`). */
+function valueStartOf(b: Uint8Array, nameEnd: number): number {
+  let p = nameEnd + 1;
+  while (b[p]! >= 0x80) p++;
+  return p + 1;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** Index of the name equal to b[s,e) in `names`, -1 if none (update and pointer name lists). */
+function indexOfName(names: readonly Uint8Array[], b: Uint8Array, s: number, e: number): number {
+  for (let i = 0; i < names.length; i++) {
+    const n = names[i]!;
+    if (bytesEqual(b, s, e, n, 0, n.length)) return i;
+  }
+  return -1;
+}
+
+/** FAILED_PRECONDITION for a write into a version being dropped. */
+function checkNotDropping(p: Pointer, set: string, version: string): void {
+  if (p.dropping.includes(version))
+    throw new FeatureStoreError(
+      Code.FailedPrecondition,
+      `version "${version}" of feature set "${set}" is being dropped; write into another version`,
+    );
+}
+
+/** One SkippedFeatures entry (BatchSetResponse.skipped, field 2). */
+function writeSkippedItem(out: ProtoWriter, item: number, names: readonly Uint8Array[]): void {
+  const at = out.beginLength(2);
+  out.tag(1, WireType.Varint);
+  out.varint(item);
+  for (const n of names) out.bytesField(2, n);
+  out.endLength(at);
 }

@@ -1,159 +1,21 @@
 /**
- * The store contract: every backend runs the same tests through the service's five methods.
- * Memory is the cache alone; the SQLite variants put the cache in front of a file, once with a
- * cache large enough for everything and once with a cache of 4 entities, so that nearly every
- * read goes to the file; the Redis variants run against real redis-server processes (one
- * standalone server, one 3 masters + 3 replicas Cluster), the cache as their near-cache, once
- * with 4 entities. The durable ones also run the restart tests (for Redis: a new store over the
- * same Redis, as a restarted or second server).
+ * The store contract: every backend (backends.ts: memory, SQLite with a large and a tiny cache,
+ * Redis standalone with a large and a tiny near-cache, a Redis Cluster) runs the same tests
+ * through the service's five methods. The durable ones also run the restart tests (for Redis: a
+ * new store over the same Redis, as a restarted or second server).
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import type { CacheOptions } from "../../src/cache/index.ts";
-import type { FeaturesInput } from "../../src/codec/features.ts";
+import { afterAll, describe, expect, test } from "bun:test";
 import { Method } from "../../src/codec/frame.ts";
-import type {
-  BatchGetResult,
-  GetFeaturesResult,
-  SetFeaturesItem,
-  SetOptions,
-} from "../../src/codec/messages.ts";
 import { Code, FeatureStoreError } from "../../src/codec/status.ts";
 import { ProtoWriter } from "../../src/codec/wire.ts";
-import { EmbeddedFeatureStore } from "../../src/service/embedded.ts";
-import type { FeatureService } from "../../src/service/service.ts";
 import { codeOf } from "../codes.ts";
-import { openRedisApi } from "../redis/api.ts";
-import { type RedisCluster, type RedisNode, startCluster, startRedis } from "../redis/harness.ts";
+import { BACKENDS, harness, stopBackends } from "./backends.ts";
 
-/** The five methods, answered now (local stores) or later (Redis). */
-interface Api {
-  readonly service: FeatureService;
-  getFeatures(id: string, names?: readonly string[]): GetFeaturesResult | Promise<GetFeaturesResult>;
-  batchGet(ids: readonly string[], names?: readonly string[]): BatchGetResult | Promise<BatchGetResult>;
-  setFeatures(id: string, features: FeaturesInput, options?: SetOptions): void | Promise<void>;
-  batchSet(items: readonly SetFeaturesItem[]): number | Promise<number>;
-  deleteFeatures(id: string, names?: readonly string[]): boolean | Promise<boolean>;
-  close(): void | Promise<void>;
-}
-
-interface Backend {
-  name: string;
-  durable: boolean;
-  /** Expiry follows the injected clock (Redis keeps its own: its TTL tests use real time, in test/redis). */
-  clocked: boolean;
-  /** Opens the store on `dir` (the same dir again = a restart) with the given clock. */
-  open(dir: string, clock: { t: number }): Api | Promise<Api>;
-  setUp?(): Promise<void>;
-  tearDown?(): Promise<void>;
-}
-
-const cache = (maxEntries: number, clock?: { t: number }): CacheOptions => ({
-  maxEntries,
-  maxBytes: 1 << 22,
-  shardCount: 2,
-  now: clock === undefined ? undefined : () => clock.t,
-});
-
-/** A backend over Redis: each test's store gets its own key prefix (its dir's name). */
-function redisBackend(
-  name: string,
-  entries: number,
-  start: () => Promise<{ url?: string; nodes?: string[] }>,
-) {
-  let target: { url?: string; nodes?: string[] } = {};
-  const backend: Backend = {
-    name,
-    durable: true,
-    clocked: false,
-    async setUp() {
-      target = await start();
-    },
-    async open(dir) {
-      return openRedisApi(
-        { url: target.url, clusterNodes: target.nodes },
-        { entries, prefix: `${dir.slice(-8)}:` },
-      );
-    },
-  };
-  return backend;
-}
-
-let standalone: RedisNode | null = null;
-let cluster: RedisCluster | null = null;
-
-const BACKENDS: Backend[] = [
-  {
-    name: "memory",
-    durable: false,
-    clocked: true,
-    open: (_dir, clock) => EmbeddedFeatureStore.create(cache(1000, clock)),
-  },
-  {
-    name: "sqlite",
-    durable: true,
-    clocked: true,
-    open: (dir, clock) => EmbeddedFeatureStore.open({ path: dir, cache: cache(1000, clock) }),
-  },
-  {
-    name: "sqlite behind a 4-entity cache",
-    durable: true,
-    clocked: true,
-    open: (dir, clock) =>
-      EmbeddedFeatureStore.open({ path: dir, durability: "async", cache: cache(4, clock) }),
-  },
-  redisBackend("redis standalone", 1000, async () => {
-    standalone ??= await startRedis();
-    return { url: standalone.url };
-  }),
-  redisBackend("redis standalone behind a 4-entity near-cache", 4, async () => {
-    standalone ??= await startRedis();
-    return { url: standalone.url };
-  }),
-  redisBackend("redis cluster (3 masters + 3 replicas)", 1000, async () => {
-    cluster ??= await startCluster();
-    return { nodes: cluster.seeds.split(",") };
-  }),
-];
-
-afterAll(async () => {
-  await standalone?.stop();
-  await cluster?.stop();
-});
+afterAll(stopBackends);
 
 for (const backend of BACKENDS) {
   describe(`store contract: ${backend.name}`, () => {
-    const dirs: string[] = [];
-    const clock = { t: 1_000_000 };
-    beforeAll(async () => {
-      await backend.setUp?.();
-    }, 60_000);
-    const opened: Api[] = [];
-    async function fresh(): Promise<{ fs: Api; dir: string; reopen(): Promise<Api> }> {
-      const dir = mkdtempSync(join(tmpdir(), "fs-contract-"));
-      dirs.push(dir);
-      let fs = await backend.open(dir, clock);
-      opened.push(fs);
-      return {
-        get fs() {
-          return fs;
-        },
-        dir,
-        async reopen() {
-          await fs.close();
-          fs = await backend.open(dir, clock);
-          opened.push(fs);
-          return fs;
-        },
-      };
-    }
-    afterEach(async () => {
-      for (const fs of opened.splice(0)) await fs.close();
-      for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-      clock.t = 1_000_000;
-    });
+    const { clock, fresh } = harness(backend);
 
     test("a set entity reads back with every value type intact", async () => {
       const { fs } = await fresh();
@@ -194,6 +56,9 @@ for (const backend of BACKENDS) {
         found: false,
         features: {},
         missing: ["a"],
+        stale: [],
+        aggregates: [],
+        readTimeMs: 0,
       });
     });
 

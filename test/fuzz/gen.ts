@@ -29,15 +29,23 @@ import {
   BatchSetResponseSchema,
   DeleteFeaturesRequestSchema,
   DeleteFeaturesResponseSchema,
+  DropVersionRequestSchema,
+  FeatureSetInfoSchema,
+  FeatureUpdateSchema,
   type FeatureValue,
   FeatureValueSchema,
   FloatListSchema,
+  GetFeatureSetRequestSchema,
   GetFeaturesRequestSchema,
   GetFeaturesResponseSchema,
   Int64ListSchema,
+  PublishVersionRequestSchema,
+  RollbackVersionRequestSchema,
   SetFeaturesRequestSchema,
   SetFeaturesResponseSchema,
   StringListSchema,
+  UpdateFeaturesRequestSchema,
+  UpdateFeaturesResponseSchema,
 } from "../gen/featurestore/v1/featurestore_pb.ts";
 import {
   cloneWire,
@@ -50,7 +58,10 @@ import {
   type WireField,
 } from "./wire.ts";
 
-/** Request and response schema of each method number (Ping has neither: empty bodies). */
+/**
+ * Request and response schema of each method number (Ping has neither: empty bodies; nor has
+ * the TCP Authenticate frame, 6, whose body is a token and whose answer is empty).
+ */
 export const REQUEST_SCHEMAS: (DescMessage | undefined)[] = [
   undefined,
   GetFeaturesRequestSchema,
@@ -58,6 +69,12 @@ export const REQUEST_SCHEMAS: (DescMessage | undefined)[] = [
   SetFeaturesRequestSchema,
   BatchSetRequestSchema,
   DeleteFeaturesRequestSchema,
+  undefined,
+  UpdateFeaturesRequestSchema,
+  PublishVersionRequestSchema,
+  RollbackVersionRequestSchema,
+  DropVersionRequestSchema,
+  GetFeatureSetRequestSchema,
 ];
 export const RESPONSE_SCHEMAS: (DescMessage | undefined)[] = [
   undefined,
@@ -66,6 +83,12 @@ export const RESPONSE_SCHEMAS: (DescMessage | undefined)[] = [
   SetFeaturesResponseSchema,
   BatchSetResponseSchema,
   DeleteFeaturesResponseSchema,
+  undefined,
+  UpdateFeaturesResponseSchema,
+  FeatureSetInfoSchema,
+  FeatureSetInfoSchema,
+  FeatureSetInfoSchema,
+  FeatureSetInfoSchema,
 ];
 
 /** Entity ids the generators favour, so that requests meet the records the harness seeds. */
@@ -467,6 +490,26 @@ export const arbFeatureValue: fc.Arbitrary<FeatureValue["kind"]> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ case: undefined, value: undefined }) },
 );
 
+/** The fuzzed service's fixed clock (oracle.ts), ms. */
+const FUZZ_NOW = 1_000_000n;
+
+/**
+ * Event times: mostly none (the server stamps its clock), else around the clock (older, equal,
+ * newer: set-if-newer), at the 60 s skew bound, or far off (negative, far future).
+ */
+const arbEventTime: fc.Arbitrary<bigint> = fc.oneof(
+  { weight: 6, arbitrary: fc.constant(0n) },
+  { weight: 3, arbitrary: fc.bigInt({ min: FUZZ_NOW - 2_000n, max: FUZZ_NOW + 2_000n }) },
+  { weight: 1, arbitrary: fc.constantFrom(FUZZ_NOW + 60_000n, FUZZ_NOW + 60_001n, 1n, -1n, INT64_MAX) },
+);
+
+/** Max ages: mostly none, else small enough that reads at the fixed clock find values stale. */
+const arbMaxAge: fc.Arbitrary<bigint> = fc.oneof(
+  { weight: 6, arbitrary: fc.constant(0n) },
+  { weight: 2, arbitrary: fc.bigInt({ min: 1n, max: 3_000n }) },
+  { weight: 1, arbitrary: fc.constantFrom(-1n, INT64_MAX) },
+);
+
 /** A features map: usually a handful of names, sometimes more than the fuzz service's 32-name limit. */
 const arbFeatures = fc
   .oneof(
@@ -482,11 +525,17 @@ const arbFeatures = fc
       ),
     },
   )
-  .map((entries) => {
+  .chain((entries) =>
+    fc.tuple(
+      fc.constant(entries),
+      fc.array(fc.tuple(arbEventTime, arbMaxAge), { minLength: entries.length, maxLength: entries.length }),
+    ),
+  )
+  .map(([entries, times]) => {
     const features: Record<string, MessageShape<typeof FeatureValueSchema>> = {};
-    for (const [name, kind] of entries)
+    for (const [i, [name, kind]] of entries.entries())
       Object.defineProperty(features, name, {
-        value: create(FeatureValueSchema, { kind }),
+        value: create(FeatureValueSchema, { kind, eventTimeMs: times[i]![0], maxAgeMs: times[i]![1] }),
         enumerable: true,
         configurable: true,
         writable: true,
@@ -526,13 +575,52 @@ const arbSetRequest = fc
   .record({ entityId: arbEntityId, features: arbFeatures, ttlMs: arbTtl, replace: fc.boolean() })
   .map((r) => create(SetFeaturesRequestSchema, r));
 
+/**
+ * One FeatureUpdate: increments (int or double), appends, sets and window observations on the
+ * seeded names, so they meet values of every kind (and fail FAILED_PRECONDITION on the wrong one).
+ */
+const arbUpdate = fc
+  .record({
+    name: arbName,
+    eventTimeMs: arbEventTime,
+    maxAgeMs: arbMaxAge,
+    op: fc.oneof(
+      arbInt64.map((v) => ({
+        case: "increment" as const,
+        value: { delta: { case: "intDelta" as const, value: v } },
+      })),
+      fc
+        .double()
+        .map((v) => ({
+          case: "increment" as const,
+          value: { delta: { case: "doubleDelta" as const, value: v } },
+        })),
+      fc.record({ kind: arbFeatureValue, keepLast: fc.integer({ min: 0, max: 6 }) }).map((a) => ({
+        case: "append" as const,
+        value: { values: create(FeatureValueSchema, { kind: a.kind }), keepLast: a.keepLast },
+      })),
+      arbFeatureValue.map((kind) => ({ case: "set" as const, value: create(FeatureValueSchema, { kind }) })),
+      fc
+        .record({
+          value: fc.double(),
+          bucketMs: fc.constantFrom(0n, 1_000n, 1_500n),
+          retentionMs: fc.constantFrom(0n, 10_000n, 9_000n, 10_000_000n),
+        })
+        .map((o) => ({
+          case: "observe" as const,
+          value: { value: o.value, spec: { bucketMs: o.bucketMs, retentionMs: o.retentionMs } },
+        })),
+    ),
+  })
+  .map((u) => create(FeatureUpdateSchema, u as Parameters<typeof create<typeof FeatureUpdateSchema>>[1]));
+
 /** A valid request of each method, encoded by protobuf-es. */
 export const arbValidStep: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.constant(step(Method.Ping, new Uint8Array(0))) },
   {
     weight: 3,
     arbitrary: fc
-      .record({ entityId: arbEntityId, featureNames: arbNames })
+      .record({ entityId: arbEntityId, featureNames: arbNames, maxAgeMs: arbMaxAge })
       .map((r) =>
         step(Method.GetFeatures, toBinary(GetFeaturesRequestSchema, create(GetFeaturesRequestSchema, r))),
       ),
@@ -546,6 +634,7 @@ export const arbValidStep: fc.Arbitrary<Step> = fc.oneof(
           { weight: 1, arbitrary: fc.array(fc.constantFrom(...SEEDED_IDS), { minLength: 4, maxLength: 20 }) },
         ),
         featureNames: arbNames,
+        maxAgeMs: arbMaxAge,
       })
       .map((r) => step(Method.BatchGet, toBinary(BatchGetRequestSchema, create(BatchGetRequestSchema, r)))),
   },
@@ -569,6 +658,21 @@ export const arbValidStep: fc.Arbitrary<Step> = fc.oneof(
         step(
           Method.DeleteFeatures,
           toBinary(DeleteFeaturesRequestSchema, create(DeleteFeaturesRequestSchema, r)),
+        ),
+      ),
+  },
+  {
+    weight: 2,
+    arbitrary: fc
+      .record({
+        entityId: arbEntityId,
+        updates: fc.array(arbUpdate, { maxLength: 4 }),
+        ttlMs: fc.constantFrom(0n, 1000n),
+      })
+      .map((r) =>
+        step(
+          Method.UpdateFeatures,
+          toBinary(UpdateFeaturesRequestSchema, create(UpdateFeaturesRequestSchema, r)),
         ),
       ),
   },

@@ -12,7 +12,12 @@
  * - a request refused as INVALID_ARGUMENT wrote nothing;
  * - when protobuf-es also reads the request (and every field has the wire type its type
  *   allows, see `wellFormed`), the answer and the stored records equal the model:
- *   merge or replace, last map entry for a name wins, deletes, projections, `missing`.
+ *   merge or replace, last map entry for a name wins, deletes, projections, `missing`; event
+ *   times (stamped with the clock when absent; an older event is skipped and named in the
+ *   answer, equal times the write wins); a read's max age (stale values listed, not returned).
+ *   Requests naming a feature set or version (records under the internal 0xFF key space, which
+ *   no UTF-8 entity id can start with) and window aggregates are left to the contract suites:
+ *   the model holds plain entities only.
  *
  * A request protobuf-es refuses but the server accepts is allowed (the server may be lenient),
  * as long as what it stored reads back: the model then takes the server's word for the
@@ -24,7 +29,7 @@ import { Code, FeatureStoreError } from "../../src/codec/status.ts";
 import { ProtoWriter } from "../../src/codec/wire.ts";
 import { FeatureService, type ServiceOptions } from "../../src/service/service.ts";
 import { MemoryStore } from "../../src/store/memory.ts";
-import type { RecordStore } from "../../src/store/types.ts";
+import type { PrefixDrop, RecordStore } from "../../src/store/types.ts";
 import {
   type BatchGetRequest,
   type BatchGetResponse,
@@ -41,6 +46,7 @@ import {
   GetFeaturesResponseSchema,
   type SetFeaturesRequest,
   SetFeaturesRequestSchema,
+  SetFeaturesResponseSchema,
 } from "../gen/featurestore/v1/featurestore_pb.ts";
 import { REQUEST_SCHEMAS, RESPONSE_SCHEMAS, type Step } from "./gen.ts";
 import { hex, wellFormed } from "./wire.ts";
@@ -130,8 +136,21 @@ export class RecordingStore implements RecordStore {
   expiresAt(h: number): number {
     return this.inner.expiresAt(h);
   }
-  write(key: Uint8Array, start: number, end: number, record: Uint8Array, ttlMs: number): void {
-    this.inner.write(key, start, end, record, ttlMs);
+  freshUntil(h: number): number {
+    return this.inner.freshUntil(h);
+  }
+  dropPrefix(prefix: Uint8Array): PrefixDrop {
+    return this.inner.dropPrefix(prefix);
+  }
+  write(
+    key: Uint8Array,
+    start: number,
+    end: number,
+    record: Uint8Array,
+    ttlMs: number,
+    freshUntil: number,
+  ): void {
+    this.inner.write(key, start, end, record, ttlMs, freshUntil);
     const k = key.slice(start, end);
     this.touched.set(keyHex(k), k);
     this.all.set(keyHex(k), k);
@@ -190,7 +209,7 @@ export class ServiceHarness {
       maxEntries: 4096,
       maxBytes: 8 << 20,
       shardCount: 4,
-      now: () => 1_000_000,
+      now: () => NOW,
     });
     this.store = new RecordingStore(inner);
     this.service = new FeatureService(this.store, limits);
@@ -205,7 +224,7 @@ export class ServiceHarness {
       const body = toBinary(SetFeaturesRequestSchema, req);
       const o = this.call(Method.SetFeatures, body);
       if (o.code !== Code.OK) throw new Violation(`seeding ${req.entityId} failed: ${o.code} ${o.message}`);
-      this.model.set(req.entityId, new Map(Object.entries(req.features)));
+      this.applySet(req);
     }
     this.store.mark();
   }
@@ -229,7 +248,8 @@ export class ServiceHarness {
   check(s: Step): void {
     this.store.mark();
     const o = this.call(s.method, s.body);
-    const touched = [...this.store.touched.values()];
+    // keys under 0xFF are feature-set records and pointers, outside the model
+    const touched = touchedOf(this.store);
     if (o.code === Code.InvalidArgument && this.store.writes > 0)
       throw new Violation(
         `refused with INVALID_ARGUMENT (${o.message}) but wrote ${this.store.writes} record(s)`,
@@ -247,7 +267,8 @@ export class ServiceHarness {
   private checkAnswer(method: number, answer: Uint8Array, req: unknown): void {
     const desc = RESPONSE_SCHEMAS[method];
     if (desc === undefined) {
-      if (answer.length !== 0) throw new Violation(`Ping answered ${answer.length} bytes: ${hex(answer)}`);
+      if (answer.length !== 0)
+        throw new Violation(`method ${method} answered ${answer.length} bytes: ${hex(answer)}`);
       return;
     }
     if (answer.length > this.limits.maxResponseBytes)
@@ -275,10 +296,13 @@ export class ServiceHarness {
 
   /** Applies a request protobuf-es read to the model, checking the answer it got. */
   private predict(method: number, req: unknown, answer: Uint8Array): void {
+    const set = req as { featureSet?: string; version?: string };
+    if (set.featureSet || set.version) return; // not the plain entities the model holds
     switch (method) {
       case Method.GetFeatures: {
         const r = req as GetFeaturesRequest;
-        this.compareResult(fromBinary(GetFeaturesResponseSchema, answer), r.entityId, r.featureNames);
+        const a = fromBinary(GetFeaturesResponseSchema, answer);
+        this.compareResult(a, r.entityId, r.featureNames, "", Number(r.maxAgeMs));
         return;
       }
       case Method.BatchGet: {
@@ -287,7 +311,7 @@ export class ServiceHarness {
         if (a.results.length !== r.entityIds.length)
           throw new Violation(`BatchGet of ${r.entityIds.length} ids answered ${a.results.length} results`);
         for (const [i, id] of r.entityIds.entries())
-          this.compareResult(a.results[i]!, id, r.featureNames, `results[${i}] `);
+          this.compareResult(a.results[i]!, id, r.featureNames, `results[${i}] `, Number(r.maxAgeMs));
         const hits = r.entityIds.filter((id) => this.model.has(id)).length;
         if (a.hits !== hits || a.misses !== r.entityIds.length - hits)
           throw new Violation(
@@ -295,17 +319,30 @@ export class ServiceHarness {
           );
         return;
       }
-      case Method.SetFeatures:
-        this.applySet(req as SetFeaturesRequest);
+      case Method.SetFeatures: {
+        const a = fromBinary(SetFeaturesResponseSchema, answer);
+        sameNames("SetFeatures skipped", a.skipped, this.applySet(req as SetFeaturesRequest));
         return;
+      }
       case Method.BatchSet: {
         const r = req as BatchSetRequest;
         const a = fromBinary(RESPONSE_SCHEMAS[method]!, answer) as BatchSetResponse;
         if (a.written !== r.items.length)
           throw new Violation(`BatchSet of ${r.items.length} items answered written=${a.written}`);
-        for (const item of r.items) this.applySet(item);
+        if (r.items.some((i) => i.featureSet || i.version)) {
+          this.resync(touchedOf(this.store));
+          return;
+        }
+        const got = new Map(a.skipped.map((s) => [s.item, s.names]));
+        for (const [i, item] of r.items.entries())
+          sameNames(`BatchSet items[${i}] skipped`, got.get(i) ?? [], this.applySet(item));
         return;
       }
+      case Method.UpdateFeatures:
+        // increments, appends and windows are modelled by the contract suites; here the
+        // model takes the server's word, and the records must still read back
+        this.resync(touchedOf(this.store));
+        return;
       case Method.DeleteFeatures: {
         const r = req as DeleteFeaturesRequest;
         const a = fromBinary(RESPONSE_SCHEMAS[method]!, answer) as DeleteFeaturesResponse;
@@ -326,20 +363,51 @@ export class ServiceHarness {
     }
   }
 
-  private applySet(r: SetFeaturesRequest): void {
-    const rec: Features = r.replace ? new Map() : new Map(this.model.get(r.entityId) ?? []);
-    for (const [name, value] of Object.entries(r.features)) rec.set(name, value);
+  /**
+   * Applies one SetFeatures to the model: each value stamped with the clock when it has no event
+   * time, skipped (and returned) when the stored value is newer. Replace drops the unnamed ones.
+   */
+  private applySet(r: SetFeaturesRequest): string[] {
+    const old = this.model.get(r.entityId);
+    const rec: Features = r.replace ? new Map() : new Map(old ?? []);
+    const skipped: string[] = [];
+    for (const [name, value] of Object.entries(r.features)) {
+      const v = create(FeatureValueSchema, { ...value, eventTimeMs: value.eventTimeMs || BigInt(NOW) });
+      const prev = old?.get(name);
+      if (prev !== undefined && prev.eventTimeMs > v.eventTimeMs) {
+        rec.set(name, prev);
+        skipped.push(name);
+      } else rec.set(name, v);
+    }
     this.model.set(r.entityId, rec);
+    return skipped;
   }
 
-  /** Takes the server's word for records a request protobuf-es could not read wrote (or that partly failed). */
+  /**
+   * Takes the server's word for records a request protobuf-es could not read wrote (or that
+   * partly failed, or that the model does not predict): the stored record itself, decoded as the
+   * features map of a GetFeaturesResponse (stale values too, which reads hold back).
+   */
   private resync(keys: Uint8Array[]): void {
+    const store = this.store.inner;
     for (const k of keys) {
       const id = strict.decode(k);
-      const got = this.read(k, []);
-      if (got === null) continue;
-      if (got.found) this.model.set(id, new Map(Object.entries(got.features)));
-      else this.model.delete(id);
+      const h = store.find(k, 0, k.length);
+      if (h < 0) {
+        this.model.delete(id);
+        continue;
+      }
+      const at = store.offset(h);
+      const record = store.arena(h).subarray(at, at + store.length(h));
+      let features: Record<string, FeatureValue>;
+      try {
+        features = fromBinary(GetFeaturesResponseSchema, record).features;
+      } catch (err) {
+        throw new Violation(
+          `stored record of ${JSON.stringify(id)} does not decode: ${(err as Error).message}; ${hex(record)}`,
+        );
+      }
+      this.model.set(id, new Map(Object.entries(features)));
     }
   }
 
@@ -397,7 +465,13 @@ export class ServiceHarness {
   }
 
   /** Compares one GetFeaturesResponse with the model. */
-  private compareResult(a: GetFeaturesResponse, id: string, names: string[], what = ""): void {
+  private compareResult(
+    a: GetFeaturesResponse,
+    id: string,
+    names: string[],
+    what = "",
+    readMaxAge = 0,
+  ): void {
     const rec = this.model.get(id);
     if (a.entityId !== id)
       throw new Violation(`${what}entity_id ${JSON.stringify(a.entityId)}, expected ${JSON.stringify(id)}`);
@@ -406,10 +480,17 @@ export class ServiceHarness {
         `${what}${JSON.stringify(id)} found=${a.found}, the model says ${rec !== undefined}`,
       );
     const want = new Map<string, FeatureValue>();
-    if (rec !== undefined) {
-      if (names.length === 0) for (const [n, v] of rec) want.set(n, v);
-      else for (const n of names) if (rec.has(n)) want.set(n, rec.get(n)!);
-    }
+    const wantStale: string[] = [];
+    if (rec !== undefined)
+      for (const n of names.length === 0 ? rec.keys() : names) {
+        const v = rec.get(n);
+        if (v === undefined) continue;
+        const own = Number(v.maxAgeMs);
+        const maxAge = own > 0 && (readMaxAge === 0 || own < readMaxAge) ? own : readMaxAge;
+        if (maxAge > 0 && NOW - Number(v.eventTimeMs) > maxAge) wantStale.push(n);
+        else want.set(n, v);
+      }
+    sameNames(`${what}${JSON.stringify(id)} stale`, a.stale, wantStale);
     const got = Object.entries(a.features);
     for (const [n, v] of got)
       if (!want.has(n) || valueBytes(want.get(n)!) !== valueBytes(v))
@@ -420,7 +501,7 @@ export class ServiceHarness {
       const missing = [...want.keys()].filter((n) => !(n in a.features));
       throw new Violation(`${what}${JSON.stringify(id)} lacks features ${JSON.stringify(missing)}`);
     }
-    const wantMissing = new Set(names.filter((n) => !want.has(n)));
+    const wantMissing = new Set(names.filter((n) => !rec?.has(n)));
     const gotMissing = new Set(a.missing);
     if (wantMissing.size !== gotMissing.size || [...wantMissing].some((n) => !gotMissing.has(n)))
       throw new Violation(
@@ -428,6 +509,19 @@ export class ServiceHarness {
       );
   }
 }
+
+/** The fixed clock of the fuzzed store and service (ms). */
+const NOW = 1_000_000;
+
+/** Throws unless `got` and `want` hold the same names (in any order). */
+function sameNames(what: string, got: string[], want: string[]): void {
+  const g = [...new Set(got)].sort();
+  const w = [...new Set(want)].sort();
+  if (g.length !== w.length || g.some((n, i) => n !== w[i]))
+    throw new Violation(`${what} ${JSON.stringify(got)}, expected ${JSON.stringify(want)}`);
+}
+
+const touchedOf = (s: RecordingStore) => [...s.touched.values()].filter((k) => k[0] !== 0xff);
 
 function lengthVarint(n: number): number[] {
   const out: number[] = [];

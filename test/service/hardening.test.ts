@@ -281,7 +281,9 @@ describe("whatever is stored, a conformant decoder reads back", () => {
       toBinary(GetFeaturesRequestSchema, create(GetFeaturesRequestSchema, { entityId: "c0" })),
     );
     expect(Array.from(answer)).toContain(0x08);
-    expect(answer.length).toBe(2 + 2 + 2 + 3 + 2 + 2 + 2); // id field, entry, name, value, found
+    // id field, entry, name, value, found, as before event times; then the value's event time:
+    // 0x50 and 6 varint bytes of today's ms
+    expect(answer.length).toBe(2 + 2 + 2 + 3 + 2 + 2 + 2 + 7);
   });
 
   test("a FeatureValue given twice in one map entry is merged, as protobuf reads it", () => {

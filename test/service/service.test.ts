@@ -70,7 +70,15 @@ describe("FeatureService", () => {
 
   test("a missing entity is found=false with every requested name missing, not an error", () => {
     const { fs } = setup();
-    expect(fs.getFeatures("nobody")).toEqual({ entityId: "nobody", found: false, features: {}, missing: [] });
+    expect(fs.getFeatures("nobody")).toEqual({
+      entityId: "nobody",
+      found: false,
+      features: {},
+      missing: [],
+      stale: [],
+      aggregates: [],
+      readTimeMs: 0,
+    });
     expect(fs.getFeatures("nobody", ["a", "b"]).missing).toEqual(["a", "b"]);
   });
 

@@ -13,14 +13,35 @@ export {
   FeatureVectorSpec,
   type FeatureVectorSpecOptions,
 } from "./codec/dense.ts";
-export type { FeatureInput, Features, FeaturesInput, FeatureValue } from "./codec/features.ts";
+export {
+  type FeatureInput,
+  type Features,
+  type FeaturesInput,
+  type FeatureValue,
+  WindowValue,
+} from "./codec/features.ts";
 export { Method } from "./codec/frame.ts";
 export type {
+  AppendUpdate,
   BatchGetResult,
+  FeatureSetInfo,
   FeatureStoreApi,
+  FeatureUpdateInput,
   GetFeaturesResult,
+  IncrementUpdate,
   MaybePromise,
+  ObserveUpdate,
+  ReadOptions,
   SetFeaturesItem,
+  SetOptions,
+  SetResult,
+  SetUpdate,
+  UpdateOptions,
+  UpdateResult,
+  VersionOptions,
+  WindowAggregate,
+  WindowQuery,
+  WindowSpec,
 } from "./codec/messages.ts";
 export { Code, FeatureStoreError } from "./codec/status.ts";
 export { type Config, loadConfig } from "./config/index.ts";

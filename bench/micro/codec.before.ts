@@ -2,9 +2,13 @@
  * The typed decode as it was before issue 15 (commit e10809c), frozen here so that
  * codec.bench.ts measures before and after side by side in one run. Not used by src/.
  */
-import type { BatchGetResult, GetFeaturesResult } from "../../src/codec/messages.ts";
+import type { GetFeaturesResult as Result } from "../../src/codec/messages.ts";
 import { FeatureStoreError, invalidArgument } from "../../src/codec/status.ts";
 import { ProtoReader, utf8Slice, WireType } from "../../src/codec/wire.ts";
+
+/** The results as they were then (issue 12 added stale, aggregates, times and a version). */
+type GetFeaturesResult = Pick<Result, "entityId" | "found" | "features" | "missing">;
+type BatchGetResult = { results: GetFeaturesResult[]; hits: number; misses: number };
 
 type FeatureValue = GetFeaturesResult["features"][string];
 type Features = GetFeaturesResult["features"];

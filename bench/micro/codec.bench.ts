@@ -3,6 +3,9 @@
  *
  * - a GetFeatures answer of the benchmark's typical entity (20 features: 6 ints, 6 doubles,
  *   6 short strings, a bool, a 32-float embedding), and a BatchGet answer of 100 of them;
+ * - the same answers with every value carrying its event time first (issue 12: `0x50` and a
+ *   6-byte varint, 7 bytes more per value), as the server now stores and answers every value:
+ *   decoded typed (with and without building `eventTimes`) and dense;
  * - ours typed (now), ours typed as it was before issue 15 (`codec.before.ts`, a frozen copy),
  *   ours dense into a reused DenseBatch (every feature a column, the strings mapped to codes),
  *   `@bufbuild/protobuf` and `protobufjs` decoding to message objects (what a user would write
@@ -47,33 +50,44 @@ import { decodeBatchGetResponseBefore, decodeGetFeaturesResponseBefore } from ".
 const ANSWERS = 256;
 const BATCH = 100;
 
-function getAnswer(i: number): Uint8Array {
+/** An event time of today (6 varint bytes), as the server stamps every stored value. */
+const EVENT_TIME_MS = 1_760_000_000_000;
+
+/** The GetFeaturesResponse of entity i; with `eventTimeMs`, every value carries it first. */
+function getAnswer(i: number, eventTimeMs = 0): Uint8Array {
   const w = new ProtoWriter(1024);
   w.stringField(1, `user:${i}`);
-  writeFeatureMap(w, 2, ourFeatures(entityValues(i)));
+  writeFeatureMap(w, 2, ourFeatures(entityValues(i)), eventTimeMs);
   w.byte(0x18);
   w.byte(1);
   return w.finish();
 }
 
 const answers: Uint8Array[] = [];
+const timedAnswers: Uint8Array[] = [];
 const hashes: Record<string, string>[] = [];
 for (let i = 0; i < ANSWERS; i++) {
   answers.push(getAnswer(i));
+  timedAnswers.push(getAnswer(i, EVENT_TIME_MS));
   hashes.push(redisFields(entityValues(i)));
 }
-/** BatchGetResponse of 100 entities: results are length-delimited GetFeaturesResponses. */
-const batches: Uint8Array[] = [];
-for (let b = 0; b < 8; b++) {
-  const w = new ProtoWriter(1 << 17);
-  for (let j = 0; j < BATCH; j++) {
-    const a = answers[(b * BATCH + j) % ANSWERS]!;
-    w.bytesField(1, a);
+/** BatchGetResponses of 100 entities: results are length-delimited GetFeaturesResponses. */
+function batchesOf(from: Uint8Array[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let b = 0; b < 8; b++) {
+    const w = new ProtoWriter(1 << 17);
+    for (let j = 0; j < BATCH; j++) {
+      const a = from[(b * BATCH + j) % ANSWERS]!;
+      w.bytesField(1, a);
+    }
+    w.byte(0x10);
+    w.varint(BATCH);
+    out.push(w.finish());
   }
-  w.byte(0x10);
-  w.varint(BATCH);
-  batches.push(w.finish());
+  return out;
 }
+const batches = batchesOf(answers);
+const timedBatches = batchesOf(timedAnswers);
 
 /** Every feature a column; the strings as category codes (mapped once per distinct value). */
 const codes = new Map<string, number>();
@@ -107,6 +121,19 @@ const decoders: Decoder[] = [
     batch: (i) => decodeBatchGetResponse(batches[i & 7]!),
   },
   {
+    name: "ours: typed, values with event times",
+    get: (i) => decodeGetFeaturesResponse(timedAnswers[i & (ANSWERS - 1)]!),
+    batch: (i) => decodeBatchGetResponse(timedBatches[i & 7]!),
+  },
+  {
+    name: "ours: typed + eventTimes, values with event times",
+    get: (i) => {
+      const a = timedAnswers[i & (ANSWERS - 1)]!;
+      return decodeGetFeaturesResponse(a, 0, a.length, true);
+    },
+    batch: (i) => decodeBatchGetResponse(timedBatches[i & 7]!, true),
+  },
+  {
     name: "ours: typed (before issue 15)",
     get: (i) => decodeGetFeaturesResponseBefore(answers[i & (ANSWERS - 1)]!),
     batch: (i) => decodeBatchGetResponseBefore(batches[i & 7]!),
@@ -115,6 +142,11 @@ const decoders: Decoder[] = [
     name: "ours: dense, reused batch",
     get: (i) => decodeDenseGet(spec, answers[i & (ANSWERS - 1)]!, one),
     batch: (i) => decodeDenseBatchGet(spec, batches[i & 7]!, hundred),
+  },
+  {
+    name: "ours: dense, values with event times",
+    get: (i) => decodeDenseGet(spec, timedAnswers[i & (ANSWERS - 1)]!, one),
+    batch: (i) => decodeDenseBatchGet(spec, timedBatches[i & 7]!, hundred),
   },
   {
     name: "@bufbuild/protobuf fromBinary",

@@ -20,6 +20,7 @@
  */
 import {
   type DenseBatch,
+  type DenseRequestOptions,
   decodeDenseAnswer,
   encodeDenseRequest,
   type FeatureVectorSpec,
@@ -27,17 +28,29 @@ import {
 import type { FeaturesInput } from "../codec/features.ts";
 import { Method } from "../codec/frame.ts";
 import {
-  BATCH_GET,
   BATCH_SET,
   type BatchGetResult,
+  batchGetMethod,
   callTypedAsync,
   DELETE_FEATURES,
+  DROP_VERSION,
+  type FeatureSetInfo,
   type FeatureStoreApi,
-  GET_FEATURES,
+  type FeatureUpdateInput,
+  GET_FEATURE_SET,
   type GetFeaturesResult,
+  getFeaturesMethod,
+  PUBLISH_VERSION,
+  type ReadOptions,
+  ROLLBACK_VERSION,
   SET_FEATURES,
   type SetFeaturesItem,
   type SetOptions,
+  type SetResult,
+  UPDATE_FEATURES,
+  type UpdateOptions,
+  type UpdateResult,
+  type VersionOptions,
 } from "../codec/messages.ts";
 import { FeatureStoreError } from "../codec/status.ts";
 import { ProtoWriter } from "../codec/wire.ts";
@@ -49,23 +62,44 @@ export {
   CELL_STATUS_NAMES,
   CellStatus,
   DenseBatch,
+  type DenseRequestOptions,
   decodeDenseBatchGet,
   decodeDenseGet,
   type FeatureColumn,
   FeatureVectorSpec,
   type FeatureVectorSpecOptions,
 } from "../codec/dense.ts";
-export type { FeatureInput, Features, FeaturesInput, FeatureValue } from "../codec/features.ts";
+export {
+  type FeatureInput,
+  type Features,
+  type FeaturesInput,
+  type FeatureValue,
+  WindowValue,
+} from "../codec/features.ts";
 export { METHOD_NAMES, Method } from "../codec/frame.ts";
 export type {
+  AppendUpdate,
   BatchGetResult,
+  FeatureSetInfo,
   FeatureStoreApi,
+  FeatureUpdateInput,
   GetFeaturesResult,
+  IncrementUpdate,
+  ObserveUpdate,
+  ReadOptions,
   SetFeaturesItem,
   SetOptions,
+  SetResult,
+  SetUpdate,
+  UpdateOptions,
+  UpdateResult,
+  VersionOptions,
+  WindowAggregate,
+  WindowQuery,
+  WindowSpec,
 } from "../codec/messages.ts";
 export { CODE_NAMES, Code, FeatureStoreError } from "../codec/status.ts";
-export { decodeFeatureValue, encodeFeatureValue } from "../codec/value.ts";
+export { decodeFeatureValue, encodeFeatureValue, type ValueMeta } from "../codec/value.ts";
 export { InMemoryTransport, type RequestHandler } from "./memory.ts";
 export {
   type ClientOptions,
@@ -88,8 +122,8 @@ export interface CallOptions {
   deadlineMs?: number;
 }
 
-/** Options of a dense read. */
-export interface DenseReadOptions extends CallOptions {
+/** Options of a dense read: a max age and the feature set version to read, as in ReadOptions. */
+export interface DenseReadOptions extends CallOptions, DenseRequestOptions {
   /**
    * Where to write (`spec.newBatch(rows)`, reused call after call: nothing is allocated per
    * read). Absent: a new batch per call. A batch must not be shared by reads in flight together.
@@ -130,32 +164,47 @@ export class FeatureStoreClient implements FeatureStoreApi {
     this.deadlineMs = positive("deadlineMs", opts.deadlineMs, DEFAULT_DEADLINE_MS);
   }
 
-  /** Features of one entity: all of them, or only `featureNames` (the others are listed in `missing`). */
+  /**
+   * Features of one entity: all of them, or only `featureNames` (the others are listed in
+   * `missing`). `options`: a max age (older features are listed in `stale`, not returned),
+   * windowed aggregates (`aggregates`), the feature set version to read, and `eventTimes`.
+   */
   getFeatures(
     entityId: string,
     featureNames?: readonly string[],
-    callOpts?: CallOptions,
+    options?: ReadOptions & CallOptions,
   ): Promise<GetFeaturesResult> {
-    const deadlineMs = callOpts?.deadlineMs ?? this.deadlineMs;
+    const deadlineMs = options?.deadlineMs ?? this.deadlineMs;
     return callTypedAsync(
-      GET_FEATURES,
+      getFeaturesMethod(options),
       this.w,
       this.transport,
       entityId,
       featureNames,
-      undefined,
+      options,
       deadlineMs,
     );
   }
 
-  /** Features of several entities (one result per id, in order); `featureNames` applies to each. */
+  /**
+   * Features of several entities (one result per id, in order); `featureNames` and `options`
+   * apply to each. With a feature set, every entity is read in the same version (`version`).
+   */
   batchGet(
     entityIds: readonly string[],
     featureNames?: readonly string[],
-    callOpts?: CallOptions,
+    options?: ReadOptions & CallOptions,
   ): Promise<BatchGetResult> {
-    const deadlineMs = callOpts?.deadlineMs ?? this.deadlineMs;
-    return callTypedAsync(BATCH_GET, this.w, this.transport, entityIds, featureNames, undefined, deadlineMs);
+    const deadlineMs = options?.deadlineMs ?? this.deadlineMs;
+    return callTypedAsync(
+      batchGetMethod(options),
+      this.w,
+      this.transport,
+      entityIds,
+      featureNames,
+      options,
+      deadlineMs,
+    );
   }
 
   /**
@@ -179,7 +228,7 @@ export class FeatureStoreClient implements FeatureStoreApi {
     const w = this.w;
     let method: number;
     try {
-      method = encodeDenseRequest(w, entityIds, spec, out);
+      method = encodeDenseRequest(w, entityIds, spec, out, opts);
     } catch (err) {
       return Promise.reject(FeatureStoreError.from(err));
     }
@@ -190,9 +239,15 @@ export class FeatureStoreClient implements FeatureStoreApi {
 
   /**
    * Writes features of one entity, merged into its record (or replacing it with `replace`).
-   * `ttlMs` is the record's time to live from this write (0 or absent: the server default).
+   * `ttlMs` is the record's time to live from this write (0 or absent: the server default);
+   * `eventTimeMs` and `maxAgeMs` go with every value. Resolves with the names not written
+   * because the stored value's event time is newer (`skipped`, usually empty).
    */
-  setFeatures(entityId: string, features: FeaturesInput, options?: SetOptions & CallOptions): Promise<void> {
+  setFeatures(
+    entityId: string,
+    features: FeaturesInput,
+    options?: SetOptions & CallOptions,
+  ): Promise<SetResult> {
     const deadlineMs = options?.deadlineMs ?? this.deadlineMs;
     return callTypedAsync(SET_FEATURES, this.w, this.transport, entityId, features, options, deadlineMs);
   }
@@ -207,15 +262,88 @@ export class FeatureStoreClient implements FeatureStoreApi {
   deleteFeatures(
     entityId: string,
     featureNames?: readonly string[],
-    callOpts?: CallOptions,
+    options?: VersionOptions & CallOptions,
   ): Promise<boolean> {
-    const deadlineMs = callOpts?.deadlineMs ?? this.deadlineMs;
+    const deadlineMs = options?.deadlineMs ?? this.deadlineMs;
     return callTypedAsync(
       DELETE_FEATURES,
       this.w,
       this.transport,
       entityId,
       featureNames,
+      options,
+      deadlineMs,
+    );
+  }
+
+  /**
+   * Changes features of one entity atomically, all or none: sets if newer, increments, appends
+   * keeping the last N, windowed events. Resolves with the updates skipped (older than the
+   * stored value, or than a window's retention) and the value of every incremented feature.
+   *
+   * ```ts
+   * const { values } = await client.updateFeatures("user:42", [
+   *   { name: "clicks", increment: 1 },
+   *   { name: "recent", append: ["sku-9"], keepLast: 5 },
+   *   { name: "spend", observe: 12.5, spec: { bucketMs: 60_000, retentionMs: 86_400_000 } },
+   * ]);
+   * ```
+   */
+  updateFeatures(
+    entityId: string,
+    updates: readonly FeatureUpdateInput[],
+    options?: UpdateOptions & CallOptions,
+  ): Promise<UpdateResult> {
+    const deadlineMs = options?.deadlineMs ?? this.deadlineMs;
+    return callTypedAsync(UPDATE_FEATURES, this.w, this.transport, entityId, updates, options, deadlineMs);
+  }
+
+  /** Makes `version` of `featureSet` what every reader gets; the current one becomes `previous`. */
+  publishVersion(featureSet: string, version: string, callOpts?: CallOptions): Promise<FeatureSetInfo> {
+    const deadlineMs = callOpts?.deadlineMs ?? this.deadlineMs;
+    return callTypedAsync(
+      PUBLISH_VERSION,
+      this.w,
+      this.transport,
+      featureSet,
+      version,
+      undefined,
+      deadlineMs,
+    );
+  }
+
+  /** Makes `previous` current again (FAILED_PRECONDITION when there is none). */
+  rollbackVersion(featureSet: string, callOpts?: CallOptions): Promise<FeatureSetInfo> {
+    const deadlineMs = callOpts?.deadlineMs ?? this.deadlineMs;
+    return callTypedAsync(
+      ROLLBACK_VERSION,
+      this.w,
+      this.transport,
+      featureSet,
+      undefined,
+      undefined,
+      deadlineMs,
+    );
+  }
+
+  /**
+   * Drops a version that is not current (FAILED_PRECONDITION otherwise); its entities are freed
+   * in the background and it is listed in `dropping` until then.
+   */
+  dropVersion(featureSet: string, version: string, callOpts?: CallOptions): Promise<FeatureSetInfo> {
+    const deadlineMs = callOpts?.deadlineMs ?? this.deadlineMs;
+    return callTypedAsync(DROP_VERSION, this.w, this.transport, featureSet, version, undefined, deadlineMs);
+  }
+
+  /** The state of a feature set: current, previous and dropping versions. */
+  getFeatureSet(featureSet: string, callOpts?: CallOptions): Promise<FeatureSetInfo> {
+    const deadlineMs = callOpts?.deadlineMs ?? this.deadlineMs;
+    return callTypedAsync(
+      GET_FEATURE_SET,
+      this.w,
+      this.transport,
+      featureSet,
+      undefined,
       undefined,
       deadlineMs,
     );

@@ -7,10 +7,53 @@ import { FeatureStoreError, invalidArgument } from "./status.ts";
 import { type ProtoReader, type ProtoWriter, utf8Slice, WireType } from "./wire.ts";
 
 /**
+ * The stored tiles of a windowed feature (FeatureValue.window), as the server keeps them from
+ * Observe updates: tile i starts at `startsMs[i]` (ms since the epoch, a multiple of `bucketMs`)
+ * and holds `counts[i]` events whose values sum to `sums[i]`, with least `mins[i]` and greatest
+ * `maxs[i]`; oldest first. A read's `windows` option rolls tiles up on the server; this is the
+ * raw state, for export and inspection. Only the server writes one (a SetFeatures carrying a
+ * window is INVALID_ARGUMENT); the client encodes it so that a decoded value encodes back.
+ */
+export class WindowValue {
+  constructor(
+    /** Tile width, ms. */
+    readonly bucketMs: number,
+    /** How far back tiles are kept, ms (a multiple of bucketMs). */
+    readonly retentionMs: number,
+    readonly startsMs: number[],
+    readonly counts: number[],
+    readonly sums: Float64Array,
+    readonly mins: Float64Array,
+    readonly maxs: Float64Array,
+  ) {}
+
+  /** Plain arrays for JSON (typed arrays would serialise as objects keyed by index). */
+  toJSON(): {
+    bucketMs: number;
+    retentionMs: number;
+    startsMs: number[];
+    counts: number[];
+    sums: number[];
+    mins: number[];
+    maxs: number[];
+  } {
+    return {
+      bucketMs: this.bucketMs,
+      retentionMs: this.retentionMs,
+      startsMs: this.startsMs,
+      counts: this.counts,
+      sums: Array.from(this.sums),
+      mins: Array.from(this.mins),
+      maxs: Array.from(this.maxs),
+    };
+  }
+}
+
+/**
  * A feature value as users see it.
  * - `int_value` reads as `number` when it is a safe integer, else `bigint`.
  * - `double_value` reads as `number`, `float_list` as `Float32Array`, `int_list` as `BigInt64Array`,
- *   `string_list` as `string[]`, `bytes_value` as `Uint8Array`.
+ *   `string_list` as `string[]`, `bytes_value` as `Uint8Array`, `window` as a `WindowValue`.
  */
 export type FeatureValue =
   | number
@@ -20,7 +63,8 @@ export type FeatureValue =
   | Uint8Array
   | Float32Array
   | BigInt64Array
-  | string[];
+  | string[]
+  | WindowValue;
 
 /**
  * What users may write. A plain `number` is stored as `int_value` when it is a safe integer and
@@ -34,7 +78,10 @@ export type Features = Record<string, FeatureValue>;
 /** Features to write, by name. */
 export type FeaturesInput = Record<string, FeatureInput>;
 
-/** FeatureValue field numbers (proto/featurestore/v1/featurestore.proto). */
+/**
+ * FeatureValue field numbers (proto/featurestore/v1/featurestore.proto): the oneof members 1-9,
+ * then the value's time metadata, which the server stores first (see `writeValueMeta`).
+ */
 export const ValueField = {
   Int: 1,
   Double: 2,
@@ -44,7 +91,47 @@ export const ValueField = {
   FloatList: 6,
   IntList: 7,
   StringList: 8,
+  Window: 9,
+  EventTime: 10,
+  MaxAge: 11,
 } as const;
+
+/** Tags of FeatureValue.event_time_ms and max_age_ms (varints): 0x50, 0x58. */
+const TAG_EVENT_TIME = (ValueField.EventTime << 3) | WireType.Varint;
+const TAG_MAX_AGE = (ValueField.MaxAge << 3) | WireType.Varint;
+
+/**
+ * A time or duration option in ms: absent is 0; otherwise a non-negative safe integer (a varint
+ * of a negative or fractional number would be garbage on the wire). Throws INVALID_ARGUMENT
+ * naming the option.
+ */
+export function msOption(name: string, v: number | undefined): number {
+  if (v === undefined) return 0;
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0)
+    throw invalidArgument(`${name} must be a whole number of milliseconds >= 0, got ${String(v)}`);
+  return v;
+}
+
+/**
+ * Writes the time metadata of a FeatureValue, in the order the server stores it (canonical):
+ *
+ * ```
+ * 0x50 <varint event_time_ms>   when eventTimeMs > 0 (0: the server stamps its clock)
+ * 0x58 <varint max_age_ms>      when maxAgeMs > 0
+ * <the oneof field>             written next by writeFeatureValue
+ * ```
+ * Both must be checked already (`msOption`).
+ */
+export function writeValueMeta(w: ProtoWriter, eventTimeMs: number, maxAgeMs: number): void {
+  if (eventTimeMs > 0) {
+    w.byte(TAG_EVENT_TIME);
+    w.varint(eventTimeMs);
+  }
+  if (maxAgeMs > 0) {
+    w.byte(TAG_MAX_AGE);
+    w.varint(maxAgeMs);
+  }
+}
 
 /** Writes the body of a FeatureValue message (the oneof field only). */
 export function writeFeatureValue(w: ProtoWriter, name: string, v: FeatureInput): void {
@@ -94,6 +181,8 @@ export function writeFeatureValue(w: ProtoWriter, name: string, v: FeatureInput)
     w.endLength(at);
   } else if (v instanceof Uint8Array) {
     w.bytesField(ValueField.Bytes, v);
+  } else if (v instanceof WindowValue) {
+    writeWindow(w, v);
   } else if (typeof v === "object" && v !== null && "double" in v && typeof v.double === "number") {
     w.tag(ValueField.Double, WireType.Fixed64);
     w.double(v.double);
@@ -107,16 +196,74 @@ export function writeFeatureValue(w: ProtoWriter, name: string, v: FeatureInput)
   }
 }
 
+/** Window message as field 9: spec, then the tiles as packed lists (empty ones left out). */
+function writeWindow(w: ProtoWriter, v: WindowValue): void {
+  const at = w.beginLength(ValueField.Window);
+  const bucketMs = msOption("window bucketMs", v.bucketMs);
+  const retentionMs = msOption("window retentionMs", v.retentionMs);
+  if (bucketMs > 0 || retentionMs > 0) {
+    const spec = w.beginLength(1);
+    writeWindowSpec(w, bucketMs, retentionMs);
+    w.endLength(spec);
+  }
+  packedInt64s(w, 2, v.startsMs);
+  packedInt64s(w, 3, v.counts);
+  packedDoubles(w, 4, v.sums);
+  packedDoubles(w, 5, v.mins);
+  packedDoubles(w, 6, v.maxs);
+  w.endLength(at);
+}
+
+/** The fields of a WindowSpec message (bucket_ms = 1, retention_ms = 2), zeros left out. */
+export function writeWindowSpec(w: ProtoWriter, bucketMs: number, retentionMs: number): void {
+  if (bucketMs > 0) {
+    w.tag(1, WireType.Varint);
+    w.varint(bucketMs);
+  }
+  if (retentionMs > 0) {
+    w.tag(2, WireType.Varint);
+    w.varint(retentionMs);
+  }
+}
+
+function packedInt64s(w: ProtoWriter, field: number, xs: readonly number[]): void {
+  if (xs.length === 0) return;
+  const at = w.beginLength(field);
+  for (const x of xs) {
+    if (!Number.isSafeInteger(x)) throw invalidArgument(`window: ${x} is not a safe integer`);
+    if (x >= 0) w.varint(x);
+    else w.varint64(BigInt(x));
+  }
+  w.endLength(at);
+}
+
+function packedDoubles(w: ProtoWriter, field: number, xs: Float64Array): void {
+  if (xs.length === 0) return;
+  w.tag(field, WireType.Bytes);
+  w.varint(xs.length * 8);
+  w.raw(new Uint8Array(xs.buffer, xs.byteOffset, xs.length * 8));
+}
+
 function describe(v: unknown): string {
   return v === null ? "null" : typeof v === "object" ? (v.constructor?.name ?? "object") : typeof v;
 }
 
-/** Writes a `map<string, FeatureValue>` as repeated entries of field `field`. */
-export function writeFeatureMap(w: ProtoWriter, field: number, features: FeaturesInput): void {
+/**
+ * Writes a `map<string, FeatureValue>` as repeated entries of field `field`, every value with the
+ * same event time and max age (ms, checked by `msOption`; 0 leaves them out).
+ */
+export function writeFeatureMap(
+  w: ProtoWriter,
+  field: number,
+  features: FeaturesInput,
+  eventTimeMs = 0,
+  maxAgeMs = 0,
+): void {
   for (const name of Object.keys(features)) {
     const entry = w.beginLength(field);
     w.stringField(1, name);
     const value = w.beginLength(2);
+    writeValueMeta(w, eventTimeMs, maxAgeMs);
     writeFeatureValue(w, name, features[name]!);
     w.endLength(value);
     w.endLength(entry);
@@ -217,12 +364,22 @@ function floatsFromSlab(src: Uint8Array, start: number, n: number): Float32Array
 const f32 = new Float32Array(1);
 const f32Bytes = new Uint8Array(f32.buffer);
 
-/** Reads a FeatureValue message in r.buf[start,end) into its typed form. */
+/**
+ * The event time (FeatureValue.event_time_ms) of the value `readFeatureValue` read last; 0 when it
+ * had none. Read it right after the call (the next one overwrites it).
+ */
+export let readEventTime = 0;
+
+/**
+ * Reads a FeatureValue message in r.buf[start,end) into its typed form. Its event time is left in
+ * `readEventTime`; its max age is skipped.
+ */
 export function readFeatureValue(r: ProtoReader, start: number, end: number): FeatureValue {
   const outerEnd = r.end;
   r.end = end;
   r.pos = start;
   let value: FeatureValue | undefined;
+  readEventTime = 0;
   while (!r.done()) {
     const tag = r.tag();
     const wt = tag & 7;
@@ -263,6 +420,19 @@ export function readFeatureValue(r: ProtoReader, start: number, end: number): Fe
         expectWire(wt, WireType.Bytes, "string_list");
         r.bytesRange();
         value = readStringList(r, r.fieldStart, r.fieldEnd);
+        break;
+      case ValueField.Window:
+        expectWire(wt, WireType.Bytes, "window");
+        r.bytesRange();
+        value = readWindow(r, r.fieldStart, r.fieldEnd);
+        break;
+      case ValueField.EventTime:
+        expectWire(wt, WireType.Varint, "event_time_ms");
+        readEventTime = int64Number(r);
+        break;
+      case ValueField.MaxAge:
+        expectWire(wt, WireType.Varint, "max_age_ms");
+        r.varint();
         break;
       default:
         r.skip(wt);
@@ -341,6 +511,111 @@ function readIntList(r: ProtoReader, start: number, end: number): BigInt64Array 
   return BigInt64Array.from(values);
 }
 
+/** An int64 field as a number (the nearest one beyond 2^53; times and counts never get there). */
+export function int64Number(r: ProtoReader): number {
+  const x = r.int64();
+  return typeof x === "number" ? x : Number(x);
+}
+
+/** Reads a Window message in r.buf[start,end). Repeated fields packed or not, as protobuf allows. */
+function readWindow(r: ProtoReader, start: number, end: number): WindowValue {
+  let bucketMs = 0;
+  let retentionMs = 0;
+  const startsMs: number[] = [];
+  const counts: number[] = [];
+  const sums: number[] = [];
+  const mins: number[] = [];
+  const maxs: number[] = [];
+  const outerEnd = r.end;
+  r.end = end;
+  r.pos = start;
+  while (!r.done()) {
+    const tag = r.tag();
+    const wt = tag & 7;
+    switch (tag >>> 3) {
+      case 1: {
+        expectWire(wt, WireType.Bytes, "window spec");
+        r.bytesRange();
+        const after = r.pos;
+        r.end = r.fieldEnd;
+        r.pos = r.fieldStart;
+        while (!r.done()) {
+          const t = r.tag();
+          if (t === ((1 << 3) | WireType.Varint)) bucketMs = int64Number(r);
+          else if (t === ((2 << 3) | WireType.Varint)) retentionMs = int64Number(r);
+          else r.skip(t & 7);
+        }
+        r.pos = after;
+        r.end = end;
+        break;
+      }
+      case 2:
+        readInt64s(r, wt, startsMs);
+        break;
+      case 3:
+        readInt64s(r, wt, counts);
+        break;
+      case 4:
+        readDoubles(r, wt, sums);
+        break;
+      case 5:
+        readDoubles(r, wt, mins);
+        break;
+      case 6:
+        readDoubles(r, wt, maxs);
+        break;
+      default:
+        r.skip(wt);
+    }
+  }
+  r.end = outerEnd;
+  return new WindowValue(
+    bucketMs,
+    retentionMs,
+    startsMs,
+    counts,
+    Float64Array.from(sums),
+    Float64Array.from(mins),
+    Float64Array.from(maxs),
+  );
+}
+
+/** One occurrence of a repeated int64 field (a packed run, or one varint) appended to `into`. */
+function readInt64s(r: ProtoReader, wt: number, into: number[]): void {
+  if (wt === WireType.Varint) {
+    into.push(int64Number(r));
+    return;
+  }
+  expectWire(wt, WireType.Bytes, "packed int64 list");
+  r.bytesRange();
+  const after = r.pos;
+  const outerEnd = r.end;
+  r.pos = r.fieldStart;
+  r.end = r.fieldEnd;
+  while (!r.done()) into.push(int64Number(r));
+  r.pos = after;
+  r.end = outerEnd;
+}
+
+/** One occurrence of a repeated double field (a packed run, or one fixed64) appended to `into`. */
+function readDoubles(r: ProtoReader, wt: number, into: number[]): void {
+  if (wt === WireType.Fixed64) {
+    into.push(r.double());
+    return;
+  }
+  expectWire(wt, WireType.Bytes, "packed double list");
+  r.bytesRange();
+  const after = r.pos;
+  const outerEnd = r.end;
+  if ((r.fieldEnd - r.fieldStart) % 8 !== 0)
+    throw invalidArgument("packed double list length is not a multiple of 8");
+  r.pos = r.fieldStart;
+  r.end = r.fieldEnd;
+  while (!r.done()) into.push(r.double());
+  r.pos = after;
+  r.end = outerEnd;
+}
+
 function readStringList(r: ProtoReader, start: number, end: number): string[] {
   const values: string[] = [];
   const outerEnd = r.end;
@@ -367,11 +642,43 @@ export function readFeatureEntry(r: ProtoReader, start: number, end: number, int
 }
 
 /**
- * The entries of the answer being decoded: names and values side by side, reused from answer to
- * answer (one decode runs at a time), turned into the features object by `buildFeatures`.
+ * The entries of the answer being decoded: names, values and event times (0: none) side by side,
+ * reused from answer to answer (one decode runs at a time), turned into the features object by
+ * `buildFeatures` and the event times object by `buildEventTimes`.
  */
 const entryNames: string[] = [];
 const entryValues: (FeatureValue | undefined)[] = [];
+const entryTimes: number[] = [];
+
+/** The event time read by `afterMeta`. */
+let metaTime = 0;
+
+/**
+ * Where the oneof field starts in the FeatureValue buf[start,end) that starts with its event time
+ * (0x50, the order the server stores): after the event time and the max age (0x58) if any. The
+ * event time is left in `metaTime`. -1 when the event time takes more than 7 bytes (2^49 ms is
+ * the year 19,800: a negative or garbage value) or the value ends first: the general reader
+ * then takes the value.
+ */
+function afterMeta(buf: Uint8Array, start: number, end: number): number {
+  let p = start + 1;
+  let x = 0;
+  let mul = 1;
+  for (;;) {
+    if (p >= end || mul > 2 ** 42) return -1;
+    const b = buf[p++]!;
+    x += (b & 0x7f) * mul;
+    if (b < 0x80) break;
+    mul *= 128;
+  }
+  metaTime = x;
+  if (buf[p] === TAG_MAX_AGE) {
+    p++;
+    while (p < end && buf[p]! >= 0x80) p++;
+    p++;
+  }
+  return p < end ? p : -1;
+}
 
 /** Reads one map entry in r.buf[start,end) as entry `i` of the answer being decoded. */
 export function readEntry(r: ProtoReader, start: number, end: number, i: number): void {
@@ -390,10 +697,19 @@ export function readEntry(r: ProtoReader, start: number, end: number, i: number)
     }
     if (buf[k2] === 0x12 && vl >= 0 && vs + vl === end) {
       const name = internName(buf, start + 2, k2);
-      const v = simpleValue(buf, vs, end);
+      // A stored value starts with its event time (and max age): step over them to the oneof.
+      let s = vs;
+      let time = 0;
+      if (buf[vs] === TAG_EVENT_TIME) {
+        s = afterMeta(buf, vs, end);
+        time = metaTime;
+      }
+      const v = s < 0 ? undefined : simpleValue(buf, s, end);
       entryNames[i] = name;
-      if (v !== undefined) entryValues[i] = v;
-      else {
+      if (v !== undefined) {
+        entryValues[i] = v;
+        entryTimes[i] = time;
+      } else {
         const outerEnd = r.end;
         try {
           entryValues[i] = readFeatureValue(r, vs, end);
@@ -401,6 +717,7 @@ export function readEntry(r: ProtoReader, start: number, end: number, i: number)
           const e = FeatureStoreError.from(err);
           throw new FeatureStoreError(e.code, `feature "${name}": ${e.message}`, { cause: err });
         }
+        entryTimes[i] = readEventTime;
         r.end = outerEnd;
       }
       r.pos = end;
@@ -496,6 +813,7 @@ function readEntrySlow(r: ProtoReader, start: number, end: number, i: number): v
     const e = FeatureStoreError.from(err);
     throw new FeatureStoreError(e.code, `feature "${name}": ${e.message}`, { cause: err });
   }
+  entryTimes[i] = readEventTime;
   entryNames[i] = name;
   r.pos = end;
   r.end = outerEnd;
@@ -508,7 +826,7 @@ function readEntrySlow(r: ProtoReader, start: number, end: number, i: number): v
  * was 39 % of the decode in the profile (a dictionary-mode store per name). Up to MAX_SHAPES
  * name lists get a function; others are built name by name.
  */
-type Shape = { names: string[]; build: (values: (FeatureValue | undefined)[]) => Features };
+type Shape = { names: string[]; build: <T>(values: readonly T[]) => Record<string, T> };
 const MAX_SHAPES = 64;
 /** Shapes with fewer names than this are built name by name: a function would not pay off. */
 const MIN_SHAPE_NAMES = 4;
@@ -550,11 +868,23 @@ function findShape(n: number): Shape | undefined {
 export function buildFeatures(n: number): Features {
   let features: Features;
   const shape = n >= MIN_SHAPE_NAMES ? findShape(n) : undefined;
-  if (shape !== undefined) features = shape.build(entryValues);
+  if (shape !== undefined) features = shape.build(entryValues) as Features;
   else {
     features = Object.create(null) as Features;
     for (let i = 0; i < n; i++) features[entryNames[i]!] = entryValues[i]!;
   }
   entryValues.fill(undefined, 0, n);
   return features;
+}
+
+/**
+ * The event times of the `n` entries read by `readEntry`, by name (0: the value has none): a
+ * null-prototype object with the features object's names, built the same way.
+ */
+export function buildEventTimes(n: number): Record<string, number> {
+  const shape = n >= MIN_SHAPE_NAMES ? findShape(n) : undefined;
+  if (shape !== undefined) return shape.build(entryTimes);
+  const times = Object.create(null) as Record<string, number>;
+  for (let i = 0; i < n; i++) times[entryNames[i]!] = entryTimes[i]!;
+  return times;
 }

@@ -1,11 +1,12 @@
 /**
- * The store in-process: a Bun inference service holds the cache itself and calls the same five
+ * The store in-process: a Bun inference service holds the cache itself and calls the same
  * methods as over the network, with the same semantics (the requests go through
  * FeatureService.handle), but synchronously and without a socket.
  */
 import type { CacheOptions } from "../cache/index.ts";
 import {
   type DenseBatch,
+  type DenseRequestOptions,
   decodeDenseAnswer,
   encodeDenseRequest,
   type FeatureVectorSpec,
@@ -13,18 +14,30 @@ import {
 import type { FeaturesInput } from "../codec/features.ts";
 import { isWriteMethod } from "../codec/frame.ts";
 import {
-  BATCH_GET,
   BATCH_SET,
   type BatchGetResult,
+  batchGetMethod,
   callTyped,
   DELETE_FEATURES,
+  DROP_VERSION,
+  type FeatureSetInfo,
   type FeatureStoreApi,
-  GET_FEATURES,
+  type FeatureUpdateInput,
+  GET_FEATURE_SET,
   type GetFeaturesResult,
+  getFeaturesMethod,
+  PUBLISH_VERSION,
+  type ReadOptions,
+  ROLLBACK_VERSION,
   SET_FEATURES,
   type SetFeaturesItem,
   type SetOptions,
+  type SetResult,
   type SyncCaller,
+  UPDATE_FEATURES,
+  type UpdateOptions,
+  type UpdateResult,
+  type VersionOptions,
 } from "../codec/messages.ts";
 import { ProtoWriter } from "../codec/wire.ts";
 import { MemoryStore } from "../store/memory.ts";
@@ -78,36 +91,73 @@ export class EmbeddedFeatureStore implements FeatureStoreApi {
     this.durable?.close();
   }
 
-  getFeatures(entityId: string, featureNames?: readonly string[]): GetFeaturesResult {
-    return callTyped(GET_FEATURES, this.req, this.local, entityId, featureNames, undefined);
+  /** Features of one entity (see FeatureStoreClient.getFeatures for `options`). */
+  getFeatures(entityId: string, featureNames?: readonly string[], options?: ReadOptions): GetFeaturesResult {
+    return callTyped(getFeaturesMethod(options), this.req, this.local, entityId, featureNames, options);
   }
 
-  batchGet(entityIds: readonly string[], featureNames?: readonly string[]): BatchGetResult {
-    return callTyped(BATCH_GET, this.req, this.local, entityIds, featureNames, undefined);
+  /** Features of several entities, one result per id in order, all read in one feature set version. */
+  batchGet(
+    entityIds: readonly string[],
+    featureNames?: readonly string[],
+    options?: ReadOptions,
+  ): BatchGetResult {
+    return callTyped(batchGetMethod(options), this.req, this.local, entityIds, featureNames, options);
   }
 
   /**
    * The dense read (as `FeatureStoreClient.getDense`), synchronously: `spec`'s features of
    * `entityIds` into `out` (or a new batch), decoded straight from the service's answer.
    */
-  getDense(entityIds: readonly string[], spec: FeatureVectorSpec, out?: DenseBatch): DenseBatch {
+  getDense(
+    entityIds: readonly string[],
+    spec: FeatureVectorSpec,
+    out?: DenseBatch,
+    options?: DenseRequestOptions,
+  ): DenseBatch {
     const rows = entityIds.length;
     const o = out ?? spec.newBatch(rows);
     const w = this.req;
-    const method = encodeDenseRequest(w, entityIds, spec, o);
+    const method = encodeDenseRequest(w, entityIds, spec, o, options);
     return decodeDenseAnswer(method, spec, this.local.call(method, w.bytes, 0, w.pos), o, rows);
   }
 
-  setFeatures(entityId: string, features: FeaturesInput, options: SetOptions = {}): void {
-    callTyped(SET_FEATURES, this.req, this.local, entityId, features, options);
+  /** Writes features of one entity; returns the names not written because stored values were newer. */
+  setFeatures(entityId: string, features: FeaturesInput, options?: SetOptions): SetResult {
+    return callTyped(SET_FEATURES, this.req, this.local, entityId, features, options);
   }
 
   batchSet(items: readonly SetFeaturesItem[]): number {
     return callTyped(BATCH_SET, this.req, this.local, items, undefined, undefined);
   }
 
-  deleteFeatures(entityId: string, featureNames?: readonly string[]): boolean {
-    return callTyped(DELETE_FEATURES, this.req, this.local, entityId, featureNames, undefined);
+  deleteFeatures(entityId: string, featureNames?: readonly string[], options?: VersionOptions): boolean {
+    return callTyped(DELETE_FEATURES, this.req, this.local, entityId, featureNames, options);
+  }
+
+  /** Applies `updates` to one entity atomically (see FeatureStoreClient.updateFeatures). */
+  updateFeatures(
+    entityId: string,
+    updates: readonly FeatureUpdateInput[],
+    options?: UpdateOptions,
+  ): UpdateResult {
+    return callTyped(UPDATE_FEATURES, this.req, this.local, entityId, updates, options);
+  }
+
+  publishVersion(featureSet: string, version: string): FeatureSetInfo {
+    return callTyped(PUBLISH_VERSION, this.req, this.local, featureSet, version, undefined);
+  }
+
+  rollbackVersion(featureSet: string): FeatureSetInfo {
+    return callTyped(ROLLBACK_VERSION, this.req, this.local, featureSet, undefined, undefined);
+  }
+
+  dropVersion(featureSet: string, version: string): FeatureSetInfo {
+    return callTyped(DROP_VERSION, this.req, this.local, featureSet, version, undefined);
+  }
+
+  getFeatureSet(featureSet: string): FeatureSetInfo {
+    return callTyped(GET_FEATURE_SET, this.req, this.local, featureSet, undefined, undefined);
   }
 }
 

@@ -35,7 +35,11 @@ describe("FeatureStoreClient over the in-memory transport", () => {
       found: false,
       features: Object.create(null),
       missing: ["a", "b"],
+      stale: [],
+      aggregates: [],
+      readTimeMs: 0,
     });
+    expect(r.eventTimes).toBeUndefined();
   });
 
   test("every value type round-trips with its type", async () => {

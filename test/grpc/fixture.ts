@@ -30,7 +30,18 @@ export const PROTO_DIR = join(import.meta.dir, "../../proto");
 const BUF = join(import.meta.dir, "../../node_modules/.bin/buf");
 
 export const SERVICE = "featurestore.v1.FeatureStoreService";
-export const METHODS = ["GetFeatures", "BatchGet", "SetFeatures", "BatchSet", "DeleteFeatures"] as const;
+export const METHODS = [
+  "GetFeatures",
+  "BatchGet",
+  "SetFeatures",
+  "BatchSet",
+  "DeleteFeatures",
+  "UpdateFeatures",
+  "PublishVersion",
+  "RollbackVersion",
+  "DropVersion",
+  "GetFeatureSet",
+] as const;
 
 /**
  * Field names as in the .proto (keepCase), int64 as decimal strings, enums by name, unset
@@ -81,7 +92,7 @@ const HealthClient = loaded.grpc.health.v1.Health;
 
 // ---- messages as proto-loader gives them (keepCase, longs as strings) -----------------------
 
-/** One FeatureValue: exactly one member of the `kind` oneof. */
+/** One FeatureValue: exactly one member of the `kind` oneof, and when it was true. */
 export interface FeatureValue {
   int_value?: string;
   double_value?: number;
@@ -91,6 +102,10 @@ export interface FeatureValue {
   float_list?: { values: number[] };
   int_list?: { values: string[] };
   string_list?: { values: string[] };
+  /** ms since the epoch, int64 as a decimal string; "0" on write means the server's clock. */
+  event_time_ms?: string;
+  /** The feature's default maximum age, ms ("0" = none). */
+  max_age_ms?: string;
   /** Set by the loader on answers: which member is present. */
   kind?: string;
 }
@@ -99,6 +114,8 @@ export interface GetFeaturesResponse {
   features: Record<string, FeatureValue>;
   found: boolean;
   missing: string[];
+  stale: string[];
+  read_time_ms: string;
 }
 export interface BatchGetResponse {
   results: GetFeaturesResponse[];
@@ -110,6 +127,15 @@ export interface SetFeaturesRequest {
   features: Record<string, FeatureValue>;
   ttl_ms?: string;
   replace?: boolean;
+  feature_set?: string;
+  version?: string;
+}
+/** FeatureSetInfo: a feature set's pointers after a change, or as read. */
+export interface FeatureSetInfo {
+  feature_set: string;
+  current: string;
+  previous: string;
+  dropping: string[];
 }
 export type ServingStatus = "UNKNOWN" | "SERVING" | "NOT_SERVING" | "SERVICE_UNKNOWN";
 
@@ -248,6 +274,11 @@ export async function startReferenceServer(): Promise<GrpcTarget> {
     BatchGet: unimplemented,
     BatchSet: unimplemented,
     DeleteFeatures: unimplemented,
+    UpdateFeatures: unimplemented,
+    PublishVersion: unimplemented,
+    RollbackVersion: unimplemented,
+    DropVersion: unimplemented,
+    GetFeatureSet: unimplemented,
   });
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) =>

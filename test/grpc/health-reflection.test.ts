@@ -102,7 +102,7 @@ describe.each(TARGETS)("%s", (_name, start) => {
       const base = `http://127.0.0.1:${t.port}/${SERVICE}`;
       const write = await bufCurl([
         "-d",
-        '{"entity_id":"user:123","features":{"age":{"int_value":25}}}',
+        '{"entity_id":"user:123","features":{"age":{"int_value":25,"event_time_ms":1700000000000}}}',
         `${base}/SetFeatures`,
       ]);
       expect({ exitCode: write.exitCode, stderr: write.stderr }).toEqual({ exitCode: 0, stderr: "" });
@@ -117,7 +117,7 @@ describe.each(TARGETS)("%s", (_name, start) => {
       expect(read.exitCode).toBe(0);
       expect(JSON.parse(read.stdout)).toEqual({
         entityId: "user:123",
-        features: { age: { intValue: "25" } },
+        features: { age: { intValue: "25", eventTimeMs: "1700000000000" } },
         found: true,
       });
     });

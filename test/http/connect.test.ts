@@ -6,7 +6,7 @@ import {
   GetFeaturesResponseSchema,
   SetFeaturesRequestSchema,
 } from "../gen/featurestore/v1/featurestore_pb.ts";
-import { postJson, startTestHttpServer, type TestHttpServer } from "./fixture.ts";
+import { postJson, startTestHttpServer, T0_JSON, type TestHttpServer } from "./fixture.ts";
 import { rawRequest } from "./raw.ts";
 
 let s: TestHttpServer;
@@ -28,7 +28,11 @@ afterAll(() => s.server.stop());
 async function expectStillServing() {
   const res = await postJson(s.rpc("GetFeatures"), { entityId: "user:1", featureNames: ["age"] });
   expect(res.status).toBe(200);
-  expect(res.json).toEqual({ entityId: "user:1", features: { age: { intValue: "42" } }, found: true });
+  expect(res.json).toEqual({
+    entityId: "user:1",
+    features: { age: { intValue: "42", eventTimeMs: T0_JSON } },
+    found: true,
+  });
 }
 
 describe("Connect unary with binary bodies", () => {
@@ -66,9 +70,9 @@ describe("Connect unary with JSON bodies", () => {
     expect(res.json).toEqual({
       entityId: "user:1",
       features: {
-        age: { intValue: "42" },
-        name: { stringValue: "ann" },
-        emb: { floatList: { values: [0.5, 1.5] } },
+        age: { intValue: "42", eventTimeMs: T0_JSON },
+        name: { stringValue: "ann", eventTimeMs: T0_JSON },
+        emb: { floatList: { values: [0.5, 1.5] }, eventTimeMs: T0_JSON },
       },
       found: true,
     });
@@ -85,7 +89,7 @@ describe("Connect unary with JSON bodies", () => {
     expect(res.status).toBe(200);
     expect(res.json).toEqual({
       results: [
-        { entityId: "user:1", features: { name: { stringValue: "ann" } }, found: true },
+        { entityId: "user:1", features: { name: { stringValue: "ann", eventTimeMs: T0_JSON } }, found: true },
         { entityId: "nobody", missing: ["name"] },
       ],
       hits: 1,
@@ -105,7 +109,7 @@ describe("Connect unary with JSON bodies", () => {
     expect((await postJson(s.rpc("DeleteFeatures"), { entityId: "a" })).json).toEqual({});
     expect((await postJson(s.rpc("GetFeatures"), { entityId: "b" })).json).toEqual({
       entityId: "b",
-      features: { x: { bytesValue: "AAE=" } },
+      features: { x: { bytesValue: "AAE=", eventTimeMs: T0_JSON } },
       found: true,
     });
   });
@@ -119,7 +123,7 @@ describe("Connect GET for side-effect-free methods", () => {
     expect(res.headers.get("content-type")).toBe("application/json");
     expect(await res.json()).toEqual({
       entityId: "user:1",
-      features: { age: { intValue: "42" } },
+      features: { age: { intValue: "42", eventTimeMs: T0_JSON } },
       found: true,
     });
   });
@@ -137,7 +141,9 @@ describe("Connect GET for side-effect-free methods", () => {
     const message = encodeURIComponent(JSON.stringify({ entityIds: ["user:1"], featureNames: ["name"] }));
     const res = await fetch(`${s.rpc("BatchGet")}?encoding=json&message=${message}`);
     expect(await res.json()).toEqual({
-      results: [{ entityId: "user:1", features: { name: { stringValue: "ann" } }, found: true }],
+      results: [
+        { entityId: "user:1", features: { name: { stringValue: "ann", eventTimeMs: T0_JSON } }, found: true },
+      ],
       hits: 1,
     });
   });

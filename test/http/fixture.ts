@@ -8,9 +8,17 @@ import { type HttpServerOptions, startHttpServer } from "../../src/transport/htt
 
 export const SERVICE_PATH = "/featurestore.v1.FeatureStoreService";
 
+/**
+ * The service clock of the test servers (ms since the epoch): values written without an event
+ * time are stamped with it, so answers are exact. Stores keep real time for TTLs.
+ */
+export const T0 = 1_700_000_000_000;
+/** T0 as a Connect JSON answer spells an event time (int64 as a string). */
+export const T0_JSON = String(T0);
+
 export function startTestHttpServer(overrides: Partial<HttpServerOptions> = {}) {
   const store = new MemoryStore({ maxEntries: 10000, maxBytes: 64 << 20, shardCount: 4 });
-  const service = new FeatureService(store, { defaultTtlMs: 0 });
+  const service = new FeatureService(store, { defaultTtlMs: 0, clock: () => T0 });
   const metrics = new HotMetrics(true);
   const registry = createMetricsRegistry({ hot: metrics, cacheStats: () => store.cache.stats() });
   let ready = true;

@@ -6,7 +6,7 @@ import {
   GetFeaturesResponseSchema,
   SetFeaturesRequestSchema,
 } from "../gen/featurestore/v1/featurestore_pb.ts";
-import { startTestHttpServer, type TestHttpServer } from "./fixture.ts";
+import { startTestHttpServer, T0_JSON, type TestHttpServer } from "./fixture.ts";
 
 let s: TestHttpServer;
 beforeAll(() => {
@@ -121,7 +121,7 @@ describe("gRPC-web", () => {
     expect(r.res.headers.get("content-type")).toBe("application/grpc-web+json");
     expect(JSON.parse(new TextDecoder().decode(r.messages[0]!))).toEqual({
       entityId: "gw:1",
-      features: { n: { intValue: "7" } },
+      features: { n: { intValue: "7", eventTimeMs: T0_JSON } },
       found: true,
     });
   });

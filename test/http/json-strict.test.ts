@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { Code, FeatureStoreError } from "../../src/codec/status.ts";
 import { MAX_JSON_DEPTH, parseJsonStrict } from "../../src/transport/http/json-parse.ts";
-import { postJson, startTestHttpServer, type TestHttpServer } from "./fixture.ts";
+import { postJson, startTestHttpServer, T0_JSON, type TestHttpServer } from "./fixture.ts";
 
 let s: TestHttpServer;
 beforeAll(() => {
@@ -110,7 +110,7 @@ describe("lone surrogates over HTTP JSON", () => {
     ).toBe(200);
     expect(await get("emoji😀")).toEqual({
       entityId: "emoji😀",
-      features: { "😀": { intValue: "7" } },
+      features: { "😀": { intValue: "7", eventTimeMs: T0_JSON } },
       found: true,
     });
   });
@@ -209,7 +209,10 @@ describe("duplicate JSON keys over HTTP JSON", () => {
       '{"entityId":"ok:1","features":{"a":{"intValue":"1"},"__proto__":{"intValue":"2"}}}',
     );
     expect(res.status).toBe(200);
-    expect((await get("ok:1")).features).toEqual({ a: { intValue: "1" }, ["__proto__"]: { intValue: "2" } });
+    expect((await get("ok:1")).features).toEqual({
+      a: { intValue: "1", eventTimeMs: T0_JSON },
+      ["__proto__"]: { intValue: "2", eventTimeMs: T0_JSON },
+    });
   });
 });
 

@@ -1,7 +1,7 @@
 /** What operators see: /health, /ready, /metrics, and a graceful stop (CORS: cors.test.ts). */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { HotMetrics } from "../../src/metrics/hot.ts";
-import { postJson, startTestHttpServer, type TestHttpServer } from "./fixture.ts";
+import { postJson, startTestHttpServer, T0_JSON, type TestHttpServer } from "./fixture.ts";
 
 let s: TestHttpServer;
 beforeAll(() => {
@@ -174,7 +174,11 @@ describe("stop", () => {
     end();
     const res = await inFlight;
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ entityId: "s", features: { a: { boolValue: true } }, found: true });
+    expect(await res.json()).toEqual({
+      entityId: "s",
+      features: { a: { boolValue: true, eventTimeMs: T0_JSON } },
+      found: true,
+    });
     await stopped;
     await expect(fetch(`${t.base}/health`)).rejects.toThrow();
   });

@@ -192,7 +192,7 @@ describe("TLS with a token", () => {
     const set = await bufCurl([
       ...auth,
       "-d",
-      '{"entityId":"curl:1","features":{"age":{"intValue":"7"}}}',
+      '{"entityId":"curl:1","features":{"age":{"intValue":"7","eventTimeMs":"1700000000000"}}}',
       `${base}${PATH}/SetFeatures`,
     ]);
     expect(set.stderr).toBe("");
@@ -201,7 +201,7 @@ describe("TLS with a token", () => {
     expect(get.exitCode).toBe(0);
     expect(JSON.parse(get.stdout)).toEqual({
       entityId: "curl:1",
-      features: { age: { intValue: "7" } },
+      features: { age: { intValue: "7", eventTimeMs: "1700000000000" } },
       found: true,
     });
   });

@@ -56,10 +56,19 @@ async function connectJson(
 describe("transports over Redis", () => {
   test("Connect JSON: set, a read that misses the near-cache, a BatchGet of more entities than it holds, delete", async () => {
     expect(
-      (await connectJson("SetFeatures", { entityId: "j1", features: { a: { intValue: "7" } } })).status,
+      (
+        await connectJson("SetFeatures", {
+          entityId: "j1",
+          features: { a: { intValue: "7", eventTimeMs: "5000" } },
+        })
+      ).status,
     ).toBe(200);
     const got = await connectJson("GetFeatures", { entityId: "j1" });
-    expect(got.json).toEqual({ entityId: "j1", features: { a: { intValue: "7" } }, found: true });
+    expect(got.json).toEqual({
+      entityId: "j1",
+      features: { a: { intValue: "7", eventTimeMs: "5000" } },
+      found: true,
+    });
     const items = Array.from({ length: 40 }, (_, i) => ({
       entityId: `jb${i}`,
       features: { v: { intValue: String(i) } },

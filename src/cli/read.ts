@@ -2,20 +2,25 @@
  * Reads of whole records with their exact types. The typed client turns an int and a double
  * alike into a JS number, so `get` and `export` would lose the difference between `2` and `2.0`;
  * these decoders walk the answer bytes themselves (layouts in proto/featurestore/v1) and keep
- * the FeatureValue field of each value.
+ * the FeatureValue field of each value, with its event time and max age.
  */
 
 import { type FeatureStoreClient, type FeatureValue, Method } from "../client/index.ts";
-import { readFeatureValue, ValueField } from "../codec/features.ts";
+import { readEventTime, readFeatureValue, ValueField } from "../codec/features.ts";
 import { encodeBatchGetRequest, encodeGetFeaturesRequest } from "../codec/messages.ts";
+import { valueMaxAge } from "../codec/value-meta.ts";
 import { ProtoReader, ProtoWriter, utf8Slice, WireType } from "../codec/wire.ts";
-import type { FeatureType } from "./values.ts";
+import type { ReadType } from "./values.ts";
 
 /** One feature with the type it is stored as. */
 export interface TypedFeature {
   name: string;
-  type: FeatureType;
+  type: ReadType;
   value: FeatureValue;
+  /** FeatureValue.event_time_ms: when the value was true, ms since the epoch; 0 when it has none. */
+  eventTimeMs: number;
+  /** FeatureValue.max_age_ms: the feature's own max age, ms; 0 when it has none. */
+  maxAgeMs: number;
 }
 
 export interface TypedRecord {
@@ -24,10 +29,15 @@ export interface TypedRecord {
   features: TypedFeature[];
   /** Requested names the entity lacks. */
   missing: string[];
+  /**
+   * Features the entity has but older than their own max age: the server never returns their
+   * values (GetFeaturesResponse.stale), so `get` lists them and `export` counts them.
+   */
+  stale: string[];
 }
 
-/** FeatureValue field number -> type name. */
-const TYPE_OF_FIELD: Record<number, FeatureType> = {
+/** FeatureValue field number (a oneof member) -> type name. */
+const TYPE_OF_FIELD: Record<number, ReadType> = {
   [ValueField.Int]: "int",
   [ValueField.Double]: "double",
   [ValueField.String]: "string",
@@ -36,6 +46,7 @@ const TYPE_OF_FIELD: Record<number, FeatureType> = {
   [ValueField.FloatList]: "float_list",
   [ValueField.IntList]: "int_list",
   [ValueField.StringList]: "string_list",
+  [ValueField.Window]: "window",
 };
 
 const w = new ProtoWriter(4096);
@@ -77,9 +88,12 @@ export async function batchGetTyped(
   return out;
 }
 
-/** A GetFeaturesResponse: 1 entity_id, 2 map entry { 1 name, 2 FeatureValue }, 3 found, 4 missing. */
+/**
+ * A GetFeaturesResponse: 1 entity_id, 2 map entry { 1 name, 2 FeatureValue }, 3 found, 4 missing,
+ * 5 stale (the rest, aggregates and read time, are not asked for here).
+ */
 function readRecord(r: ProtoReader, buf: Uint8Array): TypedRecord {
-  const rec: TypedRecord = { entityId: "", found: false, features: [], missing: [] };
+  const rec: TypedRecord = { entityId: "", found: false, features: [], missing: [], stale: [] };
   const end = r.end;
   while (r.pos < end) {
     const tag = r.tag();
@@ -103,6 +117,10 @@ function readRecord(r: ProtoReader, buf: Uint8Array): TypedRecord {
         r.bytesRange();
         rec.missing.push(utf8Slice(buf, r.fieldStart, r.fieldEnd));
         break;
+      case (5 << 3) | WireType.Bytes:
+        r.bytesRange();
+        rec.stale.push(utf8Slice(buf, r.fieldStart, r.fieldEnd));
+        break;
       default:
         r.skip(tag & 7);
     }
@@ -111,6 +129,7 @@ function readRecord(r: ProtoReader, buf: Uint8Array): TypedRecord {
 }
 
 const entryReader = new ProtoReader();
+const valueReader = new ProtoReader();
 
 function readEntry(buf: Uint8Array, start: number, end: number): TypedFeature {
   const r = entryReader.reset(buf, start, end);
@@ -128,11 +147,27 @@ function readEntry(buf: Uint8Array, start: number, end: number): TypedFeature {
       vEnd = r.fieldEnd;
     } else r.skip(tag & 7);
   }
-  // The value's first tag names its type (the oneof holds one field).
-  const field = vStart < vEnd ? new ProtoReader().reset(buf, vStart, vEnd).tag() >>> 3 : 0;
-  const type = TYPE_OF_FIELD[field] ?? "bytes";
-  const value = readFeatureValue(new ProtoReader().reset(buf, vStart, vEnd), vStart, vEnd);
+  const type = TYPE_OF_FIELD[oneofField(buf, vStart, vEnd)] ?? "bytes";
+  const value = readFeatureValue(valueReader.reset(buf, vStart, vEnd), vStart, vEnd);
+  const eventTimeMs = readEventTime;
+  const maxAgeMs = valueMaxAge(buf, vStart, vEnd);
   // Keep nothing that points into the connection's buffer.
   const kept = value instanceof Float32Array ? value.slice() : value;
-  return { name, type, value: kept };
+  return { name, type, value: kept, eventTimeMs, maxAgeMs };
+}
+
+/**
+ * The field number of the oneof member of the FeatureValue buf[start,end), which names its type;
+ * 0 when it has none. A stored value starts with its time metadata (`0x50 <event_time_ms>
+ * [0x58 <max_age_ms>]`, src/codec/value-meta.ts), which is skipped, as is any unknown field.
+ */
+function oneofField(buf: Uint8Array, start: number, end: number): number {
+  const r = valueReader.reset(buf, start, end);
+  while (!r.done()) {
+    const tag = r.tag();
+    const field = tag >>> 3;
+    if (TYPE_OF_FIELD[field] !== undefined) return field;
+    r.skip(tag & 7);
+  }
+  return 0;
 }

@@ -3,7 +3,7 @@
  * text, a Parquet value) becomes a typed value, and how a read value is shown (human text, JSON,
  * CSV text) so that `export` writes what `load` reads back.
  */
-import type { FeatureInput, FeatureValue } from "../client/index.ts";
+import { type FeatureInput, type FeatureValue, WindowValue } from "../client/index.ts";
 
 /** The value types of the protocol's FeatureValue oneof, as written in schema files and flags. */
 export const TYPES = [
@@ -22,8 +22,15 @@ export function isType(s: string): s is FeatureType {
   return (TYPES as readonly string[]).includes(s);
 }
 
+/**
+ * The type of a value read from the server: a writable type, or `window`, the tiles of a
+ * windowed feature, which only the server writes (from UpdateFeatures observe): `get` shows
+ * them, `load` and `set` cannot write them, `export` leaves them out.
+ */
+export type ReadType = FeatureType | "window";
+
 /** The type of a value read from the server. */
-export function typeOf(v: FeatureValue): FeatureType {
+export function typeOf(v: FeatureValue): ReadType {
   if (typeof v === "number") return Number.isInteger(v) && !Object.is(v, -0) ? "int" : "double";
   if (typeof v === "bigint") return "int";
   if (typeof v === "string") return "string";
@@ -31,6 +38,7 @@ export function typeOf(v: FeatureValue): FeatureType {
   if (v instanceof Float32Array) return "float_list";
   if (v instanceof BigInt64Array) return "int_list";
   if (v instanceof Uint8Array) return "bytes";
+  if (v instanceof WindowValue) return "window";
   return "string_list";
 }
 
@@ -239,9 +247,11 @@ export function f32Text(x: number): number {
 
 /**
  * A read value as JSON: int64 beyond 2^53 as a decimal string, bytes as base64, float lists
- * with their float32 digits, non-finite doubles as strings ("NaN", "Infinity").
+ * with their float32 digits, non-finite doubles as strings ("NaN", "Infinity"), a window as
+ * `{ bucketMs, retentionMs, startsMs, counts, sums, mins, maxs }`.
  */
 export function toJsonValue(v: FeatureValue): unknown {
+  if (v instanceof WindowValue) return v.toJSON();
   if (typeof v === "bigint") return v.toString();
   if (typeof v === "number") return Number.isFinite(v) ? v : String(v);
   if (v instanceof Float32Array) return Array.from(v, f32Text);
@@ -267,6 +277,12 @@ export function toHuman(v: FeatureValue, maxItems = 16): string {
   if (v instanceof Uint8Array) {
     const hex = Buffer.from(v.buffer, v.byteOffset, Math.min(v.length, 32)).toString("hex");
     return `0x${hex}${v.length > 32 ? "..." : ""} (${v.length} bytes)`;
+  }
+  if (v instanceof WindowValue) {
+    let events = 0;
+    for (const c of v.counts) events += c;
+    const tiles = v.startsMs.length;
+    return `${events} events in ${tiles} tile${tiles === 1 ? "" : "s"} of ${v.bucketMs} ms (retention ${v.retentionMs} ms)`;
   }
   const items = Array.from(toJsonValue(v) as unknown[]);
   const shown = items.slice(0, maxItems).map((x) => (typeof x === "string" ? JSON.stringify(x) : String(x)));

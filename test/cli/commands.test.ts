@@ -3,6 +3,7 @@
  * output, --help of each command, tokens (AUTH_TOKENS_FILE).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { FeatureStoreClient } from "../../src/client/index.ts";
 import { makeTokens } from "../auth/certs.ts";
 import { removeDir, type ServerProcess, serverEnv, startServer, tempDir } from "../e2e/durable-fixture.ts";
 import { cli, jsonLines, spawnCli } from "./helpers.ts";
@@ -128,6 +129,44 @@ describe("featurestore against a server", () => {
     rec = JSON.parse((await cli(["get", "user:1", "clicks", "nope", "--json"], { env })).stdout);
     expect(rec.features).toEqual({ clicks: 17 });
     expect(rec.missing).toEqual(["nope"]);
+  });
+
+  test("get --event-times shows each value's event time and max age; windows read as window; stale features are listed", async () => {
+    const t0 = Date.now() - 3_600_000;
+    const client = await FeatureStoreClient.connect({ servers: [server!.address] });
+    try {
+      await client.setFeatures("user:t", { clicks: 3 }, { eventTimeMs: t0 });
+      await client.setFeatures("user:t", { fresh: "a" }, { eventTimeMs: t0 + 1, maxAgeMs: 86_400_000 });
+      await client.setFeatures("user:t", { old: "b" }, { eventTimeMs: t0, maxAgeMs: 1000 });
+      const spec = { bucketMs: 60_000, retentionMs: 86_400_000 };
+      await client.updateFeatures("user:t", [{ name: "spend", observe: 2.5, spec, eventTimeMs: t0 + 2 }]);
+      await client.updateFeatures("user:t", [{ name: "spend", observe: 1.5, spec, eventTimeMs: t0 + 3 }]);
+    } finally {
+      await client.close();
+    }
+
+    const plain = JSON.parse((await cli(["get", "user:t", "--json"], { env })).stdout);
+    expect(plain.event_times).toBeUndefined();
+    expect(plain.stale).toEqual(["old"]);
+    expect(plain.types).toEqual({ clicks: "int", fresh: "string", spend: "window" });
+    expect(plain.features.spend).toMatchObject({ bucketMs: 60_000, retentionMs: 86_400_000 });
+    expect(plain.features.spend.counts.reduce((a: number, b: number) => a + b, 0)).toBe(2);
+    expect(plain.features.spend.sums.reduce((a: number, b: number) => a + b, 0)).toBe(4);
+
+    const timed = JSON.parse((await cli(["get", "user:t", "--json", "--event-times"], { env })).stdout);
+    expect(timed.features).toEqual(plain.features);
+    expect(timed.event_times).toMatchObject({ clicks: t0, fresh: t0 + 1 });
+    expect(timed.event_times.spend).toBeGreaterThanOrEqual(t0);
+    expect(timed.max_ages).toEqual({ fresh: 86_400_000 });
+
+    const human = await cli(["get", "user:t", "--event-times"], { env });
+    expect(human.code).toBe(0);
+    expect(human.stdout).toContain(`${new Date(t0).toISOString()}  clicks`);
+    expect(human.stdout).toMatch(/fresh\s+string\s+"a"\s+\(max age 86400000 ms\)/);
+    expect(human.stdout).toMatch(/spend\s+window\s+2 events in \d+ tiles? of 60000 ms/);
+    expect(human.stdout).toContain("stale (older than their max age): old");
+    const batch = jsonLines((await cli(["batch-get", "user:t", "--event-times", "--json"], { env })).stdout);
+    expect(batch[0]!.event_times).toEqual(timed.event_times);
   });
 
   test("get of a missing entity exits 1 (not found), with found: false in --json", async () => {

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { parquetReadObjects } from "hyparquet";
 import { parquetWriteBuffer } from "hyparquet-writer";
 import { benchRow, writeNdjson } from "../../bench/cli/data.ts";
+import { FeatureStoreClient } from "../../src/client/index.ts";
 import { removeDir, type ServerProcess, serverEnv, startServer, tempDir } from "../e2e/durable-fixture.ts";
 import { cli, jsonLines, spawnCli } from "./helpers.ts";
 
@@ -352,5 +353,136 @@ describe("Parquet", () => {
     const reload = await cli(["load", path("a.out.parquet"), "--replace"], { env });
     expect(reload.code).toBe(0);
     expect(JSON.parse((await cli(["get", "p:2", "--json"], { env })).stdout)).toEqual(p2);
+  });
+});
+
+describe("event times", () => {
+  test("export --event-times writes each value's event time and max age; load writes them back, and set-if-newer keeps a newer stored value", async () => {
+    const t0 = Date.now() - 3_600_000;
+    const day = 86_400_000;
+    const rows = [
+      {
+        entity_id: "t:1",
+        clicks: 5,
+        "clicks@event_time_ms": t0,
+        ctr: 0.5,
+        "ctr@event_time_ms": t0 + 1,
+        "ctr@max_age_ms": day,
+        country: "DE",
+      },
+      { entity_id: "t:2", clicks: 7, "clicks@event_time_ms": String(t0 + 2), "ctr@event_time_ms": t0 },
+    ];
+    writeFileSync(path("t.ndjson"), rows.map((x) => JSON.stringify(x)).join("\n"));
+    const r = await cli(["load", path("t.ndjson"), "--json"], { env });
+    expect(r.code).toBe(0);
+    // Time columns are not features.
+    expect(JSON.parse(r.stdout).types).toEqual({ clicks: "int", ctr: "double", country: "string" });
+    const get = async (id: string) =>
+      JSON.parse((await cli(["get", id, "--json", "--event-times"], { env })).stdout);
+    const t1 = await get("t:1");
+    const t2 = await get("t:2");
+    expect(t1.event_times).toMatchObject({ clicks: t0, ctr: t0 + 1 });
+    // No time column: the server's clock.
+    expect(t1.event_times.country).toBeGreaterThan(t0 + 1000);
+    expect(t1.max_ages).toEqual({ ctr: day });
+    expect(t2).toMatchObject({ features: { clicks: 7 }, event_times: { clicks: t0 + 2 }, max_ages: {} });
+
+    // A window (only the server writes one) and a value stale by its own max age: not exported.
+    const addUnexported = async () => {
+      const client = await FeatureStoreClient.connect({ servers: [server!.address] });
+      try {
+        const spec = { bucketMs: 60_000, retentionMs: day };
+        await client.updateFeatures("t:1", [{ name: "spend", observe: 2, spec }]);
+        await client.setFeatures("t:2", { old: "x" }, { eventTimeMs: t0, maxAgeMs: 1000 });
+      } finally {
+        await client.close();
+      }
+    };
+    writeFileSync(path("t.ids"), "t:1\nt:2\n");
+
+    for (const format of ["ndjson", "csv", "parquet"]) {
+      await addUnexported();
+      const out = path(`t.out.${format}`);
+      const ex = await cli(
+        [
+          "export",
+          "--ids",
+          path("t.ids"),
+          "--event-times",
+          "-o",
+          out,
+          "--schema-out",
+          `${out}.schema`,
+          "--json",
+        ],
+        { env },
+      );
+      expect(ex.code).toBe(0);
+      expect(JSON.parse(ex.stdout)).toMatchObject({ exported: 2, window_values: 1, stale_values: 1 });
+      expect(JSON.parse(readFileSync(`${out}.schema`, "utf8"))).toEqual({
+        clicks: "int",
+        ctr: "double",
+        country: "string",
+      });
+      if (format === "ndjson")
+        expect(jsonLines(readFileSync(out, "utf8"))).toEqual([
+          {
+            entity_id: "t:1",
+            clicks: 5,
+            "clicks@event_time_ms": t0,
+            ctr: 0.5,
+            "ctr@event_time_ms": t0 + 1,
+            "ctr@max_age_ms": day,
+            country: "DE",
+            "country@event_time_ms": t1.event_times.country,
+          },
+          { entity_id: "t:2", clicks: 7, "clicks@event_time_ms": t0 + 2 },
+        ]);
+      if (format === "csv")
+        expect(readFileSync(out, "utf8").split("\n")[0]).toBe(
+          "entity_id,clicks,clicks@event_time_ms,clicks@max_age_ms,ctr,ctr@event_time_ms,ctr@max_age_ms,country,country@event_time_ms,country@max_age_ms",
+        );
+
+      // Reloaded into an empty store, every value has its original event time and max age.
+      const reload = async () => {
+        for (const id of ["t:1", "t:2"]) expect((await cli(["del", id], { env })).code).toBe(0);
+        expect((await cli(["load", out, "--schema", `${out}.schema`], { env })).code).toBe(0);
+      };
+      await reload();
+      expect(await get("t:1")).toEqual(t1);
+      expect(await get("t:2")).toEqual(t2);
+
+      // A value written since (newer) is kept when the export is loaded again; the others are
+      // rewritten with their own times.
+      expect((await cli(["set", "t:1", "clicks=99"], { env })).code).toBe(0);
+      expect((await cli(["load", out, "--schema", `${out}.schema`], { env })).code).toBe(0);
+      const after = await get("t:1");
+      expect(after.features).toEqual({ ...t1.features, clicks: 99 });
+      expect(after.event_times.clicks).toBeGreaterThan(t0 + 1000);
+      expect(after.event_times.ctr).toBe(t0 + 1);
+      await reload(); // the store as loaded, for the next format
+    }
+  }, 60_000);
+
+  test("a time cell that is not whole ms, or an event time ahead of the server's clock, rejects its row", async () => {
+    const lines = [
+      JSON.stringify({ entity_id: "tb:1", x: 1, "x@event_time_ms": "yesterday" }),
+      JSON.stringify({ entity_id: "tb:2", x: 1, "x@max_age_ms": -5 }),
+      JSON.stringify({ entity_id: "tb:3", x: 1, "x@event_time_ms": Date.now() + 86_400_000 }),
+      JSON.stringify({ entity_id: "tb:4", x: 1, "x@event_time_ms": 1000 }),
+    ];
+    writeFileSync(path("tb.ndjson"), `${lines.join("\n")}\n`);
+    const r = await cli(["load", path("tb.ndjson"), "--max-errors", "10", "--json"], { env });
+    expect(r.code).toBe(5);
+    const s = JSON.parse(r.stdout);
+    expect(s).toMatchObject({ written: 1, rejected: 3 });
+    const reasons = new Map<number, string>(
+      s.rejected_rows.map((x: { line: number; reason: string }) => [x.line, x.reason]),
+    );
+    expect(reasons.get(1)).toContain('x@event_time_ms "yesterday" is not a whole number of ms');
+    expect(reasons.get(2)).toContain("x@max_age_ms -5 is not a whole number of ms");
+    expect(reasons.get(3)).toContain("ahead of the server's clock");
+    const tb4 = JSON.parse((await cli(["get", "tb:4", "--json", "--event-times"], { env })).stdout);
+    expect(tb4.event_times).toEqual({ x: 1000 });
   });
 });

@@ -9,22 +9,27 @@ import { batchGetTyped, getTyped } from "../read.ts";
 import { type FeatureType, inferType, isType, Rejection, TYPES, toInput } from "../values.ts";
 import { globals, withClient } from "./common.ts";
 
+const EVENT_TIMES_HELP =
+  "also show each value's event time (UTC; with --json event_times in ms, 0 for none) and its own max age";
+
 export function registerKv(program: Command): void {
   program
     .command("get")
     .description("print the features of one entity (all of them, or the names given)")
     .argument("<entity_id>")
     .argument("[features...]", "feature names (default: all)")
+    .option("--event-times", EVENT_TIMES_HELP)
     .addHelpText(
       "after",
-      "\nExit status 1 when the entity does not exist.\n\nExample:\n  featurestore get user:42\n  featurestore get user:42 clicks_7d embedding --json",
+      "\nFeatures older than their own max age are not returned; they are listed as stale.\nExit status 1 when the entity does not exist.\n\nExample:\n  featurestore get user:42\n  featurestore get user:42 clicks_7d embedding --json --event-times",
     )
-    .action(async (id: string, names: string[], _o, cmd: Command) => {
+    .action(async (id: string, names: string[], o: { eventTimes?: boolean }, cmd: Command) => {
       const flags = globals(cmd);
+      const eventTimes = Boolean(o.eventTimes);
       await withClient(flags, async (client, deadlineMs) => {
         const rec = await getTyped(client, id, names, deadlineMs);
-        if (flags.json) printJson(recordJson(rec));
-        else printRecord(rec);
+        if (flags.json) printJson(recordJson(rec, eventTimes));
+        else printRecord(rec, eventTimes);
         if (!rec.found) throw new CliError(Exit.NotFound, `${id}: not found`, { code: "not_found" });
       });
     });
@@ -84,30 +89,33 @@ Examples:
     .argument("[entity_ids...]")
     .option("--ids <file>", "read ids from a file, one per line (- for stdin)")
     .option("-f, --features <names>", "comma-separated feature names (default: all)")
+    .option("--event-times", EVENT_TIMES_HELP)
     .addHelpText(
       "after",
       "\nWith --json, one JSON record per line (NDJSON). Exit status 1 when any entity is missing.\n\nExample:\n  featurestore batch-get user:1 user:2 -f clicks_7d,country\n  cut -f1 ids.txt | featurestore batch-get --ids - --json",
     )
-    .action(async (args: string[], o: { ids?: string; features?: string }, cmd: Command) => {
-      const flags = globals(cmd);
-      const ids = [...args, ...(o.ids ? readIds(o.ids) : [])];
-      if (ids.length === 0) throw usage("batch-get: give entity ids or --ids <file>");
-      const names = splitNames(o.features);
-      let missing = 0;
-      await withClient(flags, async (client, deadlineMs) => {
-        for (let i = 0; i < ids.length; i += 1000) {
-          const recs = await batchGetTyped(client, ids.slice(i, i + 1000), names, deadlineMs);
-          for (const rec of recs) {
-            if (!rec.found) missing++;
-            if (flags.json) printJson(recordJson(rec));
-            else printRecord(rec);
+    .action(
+      async (args: string[], o: { ids?: string; features?: string; eventTimes?: boolean }, cmd: Command) => {
+        const flags = globals(cmd);
+        const ids = [...args, ...(o.ids ? readIds(o.ids) : [])];
+        if (ids.length === 0) throw usage("batch-get: give entity ids or --ids <file>");
+        const names = splitNames(o.features);
+        let missing = 0;
+        await withClient(flags, async (client, deadlineMs) => {
+          for (let i = 0; i < ids.length; i += 1000) {
+            const recs = await batchGetTyped(client, ids.slice(i, i + 1000), names, deadlineMs);
+            for (const rec of recs) {
+              if (!rec.found) missing++;
+              if (flags.json) printJson(recordJson(rec, Boolean(o.eventTimes)));
+              else printRecord(rec, Boolean(o.eventTimes));
+            }
           }
-        }
-      });
-      if (!flags.json && ids.length > 1) eprintln(`${ids.length - missing} found, ${missing} missing`);
-      if (missing > 0)
-        throw new CliError(Exit.NotFound, `${missing} of ${ids.length} not found`, { code: "not_found" });
-    });
+        });
+        if (!flags.json && ids.length > 1) eprintln(`${ids.length - missing} found, ${missing} missing`);
+        if (missing > 0)
+          throw new CliError(Exit.NotFound, `${missing} of ${ids.length} not found`, { code: "not_found" });
+      },
+    );
 }
 
 interface SetFlags {

@@ -7,7 +7,7 @@ import { SingleBar } from "cli-progress";
 import type { Command } from "commander";
 import { CliError, Exit, usage } from "../errors.ts";
 import { Checkpoint } from "../load/checkpoint.ts";
-import { readSchema } from "../load/columns.ts";
+import { EVENT_TIME_SUFFIX, MAX_AGE_SUFFIX, readSchema } from "../load/columns.ts";
 import { CsvSource } from "../load/csv.ts";
 import {
   DEFAULT_BATCH_BYTES,
@@ -81,6 +81,11 @@ with any fraction is double), true/false bool, a list of numbers float_list (an 
 of strings string_list, anything else string; bytes are base64 text. null, an empty CSV cell or an
 absent key writes nothing for that feature. A row whose value does not fit its column, whose id is
 missing, or that is not valid JSON/CSV is rejected and reported with its line number.
+
+Event times: a column f${EVENT_TIME_SUFFIX} gives the value of feature f its event time (ms since
+the epoch; default: the server's clock) and f${MAX_AGE_SUFFIX} its own max age (ms), as
+export --event-times writes them. They are not features. A stored value with a newer event time
+is kept (set if newer); one more than the server's MAX_EVENT_TIME_SKEW_MS ahead is rejected.
 
 Re-running is safe: rows are written by entity id (merge, or --replace), so loading a file twice
 leaves the same store. A file with one id on several rows: the last row wins (one connection

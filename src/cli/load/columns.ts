@@ -9,6 +9,22 @@ import { type FeatureType, inferType, isType, TYPES, widen } from "../values.ts"
 /** Rows looked at to infer column types before the first batch is encoded. */
 export const SAMPLE_ROWS = 1000;
 
+/**
+ * The time columns of a feature column `f`: `f@event_time_ms`, the event time of its value (ms
+ * since the epoch), and `f@max_age_ms`, its own max age (ms): FeatureValue.event_time_ms and
+ * max_age_ms (proto/featurestore/v1). `export --event-times` writes them; `load` writes them into
+ * the value they go with, so that a reloaded export keeps its event times (and a stored value
+ * newer than the row's is kept: set-if-newer) instead of taking the server's clock. They are not
+ * features; a feature whose value is absent from a row ignores them.
+ */
+export const EVENT_TIME_SUFFIX = "@event_time_ms";
+export const MAX_AGE_SUFFIX = "@max_age_ms";
+
+/** Whether `column` is a time column (see EVENT_TIME_SUFFIX), not a feature. */
+export function isTimeColumn(column: string): boolean {
+  return column.endsWith(EVENT_TIME_SUFFIX) || column.endsWith(MAX_AGE_SUFFIX);
+}
+
 /** Column -> type, as written in a schema file. */
 export type Schema = Record<string, FeatureType>;
 
@@ -44,8 +60,8 @@ export function readSchema(path: string): Schema {
 }
 
 /**
- * Types of the columns seen in `rows` (all but `key`), widened over the sample; a schema's
- * types win. `fromText`: values are CSV text.
+ * Types of the columns seen in `rows` (all but `key` and the time columns), widened over the
+ * sample; a schema's types win. `fromText`: values are CSV text.
  */
 export function inferColumns(
   rows: readonly (Record<string, unknown> | null)[],
@@ -57,13 +73,13 @@ export function inferColumns(
   for (const row of rows) {
     if (row === null) continue;
     for (const col in row) {
-      if (col === key || schema[col] !== undefined) continue;
+      if (col === key || schema[col] !== undefined || isTimeColumn(col)) continue;
       const t = inferType(row[col], fromText);
       if (t === null) continue;
       const seen = types.get(col);
       types.set(col, seen === undefined ? t : widen(seen, t));
     }
   }
-  for (const col in schema) if (col !== key) types.set(col, schema[col]!);
+  for (const col in schema) if (col !== key && !isTimeColumn(col)) types.set(col, schema[col]!);
   return types;
 }

@@ -1,7 +1,9 @@
 /**
  * CSV rows with csv-parse (RFC 4180: quoted fields, embedded newlines, a BOM): the first record
  * names the columns. A record that does not parse (wrong column count, a broken quote) becomes
- * a BadRow with its line, through csv-parse's `skip_records_with_error`.
+ * a BadRow with its line, through csv-parse's `skip_records_with_error`. An empty cell is null:
+ * CSV cannot tell an empty string from no value, and `export` writes absent features as empty
+ * cells, so an empty cell writes nothing (an empty string stays possible in NDJSON and Parquet).
  */
 import { createReadStream, statSync } from "node:fs";
 import { type CsvError, type Info, parse } from "csv-parse";
@@ -11,7 +13,7 @@ import { BadRow, type RowChunk, type RowSource } from "./source.ts";
 const CSV_CHUNK_ROWS = 2000;
 
 interface Parsed {
-  record: Record<string, string>;
+  record: Record<string, string | null>;
   info: Info;
 }
 
@@ -60,7 +62,9 @@ export class CsvSource implements RowSource {
         this.toSkip--;
         continue;
       }
-      rows.push(r.value.record);
+      const record = r.value.record;
+      for (const k in record) if (record[k] === "") record[k] = null;
+      rows.push(record);
       lines.push(r.value.info.lines);
     }
     if (rows.length === 0) return null;

@@ -6,12 +6,15 @@
  * BatchSetRequest   { 1: SetFeaturesRequest item (repeated) }
  * SetFeaturesRequest{ 1: entity_id, 2: map entry (repeated), 3: ttl_ms, 4: replace }
  * map entry         { 1: name, 2: FeatureValue }
- * FeatureValue      { 1 int | 2 double | 3 string | 4 bool | 5 bytes | 6 float_list | 7 int_list | 8 string_list }
+ * FeatureValue      { 10 event_time_ms, 11 max_age_ms (from the time columns, when a row has them),
+ *                     then one of 1 int | 2 double | 3 string | 4 bool | 5 bytes | 6 float_list
+ *                     | 7 int_list | 8 string_list }
  * ```
  */
-import { writeFeatureValue } from "../../codec/features.ts";
+import { writeFeatureValue, writeValueMeta } from "../../codec/features.ts";
 import { ProtoWriter, WireType } from "../../codec/wire.ts";
 import { describe, type FeatureType, inferType, Rejection, toInput } from "../values.ts";
+import { EVENT_TIME_SUFFIX, isTimeColumn, MAX_AGE_SUFFIX } from "./columns.ts";
 
 interface Column {
   type: FeatureType;
@@ -20,6 +23,9 @@ interface Column {
   /** The map entry's name field, `0a <len> <utf-8 name>`, encoded once. */
   nameField: Uint8Array;
   name: string;
+  /** Its time columns (see EVENT_TIME_SUFFIX). */
+  eventTimeColumn: string;
+  maxAgeColumn: string;
 }
 
 export interface EncoderOptions {
@@ -51,6 +57,11 @@ export class BatchEncoder {
   itemEnds: number[] = [];
   private readonly columns = new Map<string, Column>();
   private readonly strictTypes: ReadonlySet<string>;
+  /**
+   * Whether rows have time columns: set on the first one seen, so that a file without any pays
+   * nothing for looking them up.
+   */
+  private timed = false;
 
   constructor(
     types: Map<string, FeatureType>,
@@ -90,7 +101,14 @@ export class BatchEncoder {
     const utf8 = encoder.encode(name);
     const w = new ProtoWriter(utf8.length + 8);
     w.bytesField(1, utf8);
-    const col: Column = { type, strict: this.strictTypes.has(name), nameField: w.finish(), name };
+    const col: Column = {
+      type,
+      strict: this.strictTypes.has(name),
+      nameField: w.finish(),
+      name,
+      eventTimeColumn: name + EVENT_TIME_SUFFIX,
+      maxAgeColumn: name + MAX_AGE_SUFFIX,
+    };
     this.columns.set(name, col);
     return col;
   }
@@ -102,6 +120,7 @@ export class BatchEncoder {
     const key = this.opts.key;
     let id = r[key];
     if (typeof id === "number" || typeof id === "bigint") id = String(id);
+    if (id === null) return `"${key}" is empty`; // an empty CSV cell
     if (typeof id !== "string") return id === undefined ? `no "${key}" column` : `"${key}" is not a string`;
     if (id.length === 0) return `"${key}" is empty`;
     if (id.length * 3 > this.opts.maxIdBytes && utf8Length(id) > this.opts.maxIdBytes)
@@ -125,11 +144,18 @@ export class BatchEncoder {
       if (v === null || v === undefined) continue;
       let col = this.columns.get(name);
       if (col === undefined) {
+        if (isTimeColumn(name)) {
+          if (this.timed) continue; // read with the feature it goes with
+          // The first time column of the load: this row again, its features with their times.
+          this.timed = true;
+          w.pos = start;
+          return this.add(row);
+        }
         const t = inferType(v, false);
         if (t === null) continue;
         col = this.addColumn(name, t);
       }
-      const err = this.cell(col, v);
+      const err = this.timed ? this.timedCell(col, v, r) : this.cell(col, v, 0, 0);
       if (err !== null) {
         w.pos = start;
         return `column "${name}" (${col.type}): ${err}`;
@@ -148,55 +174,69 @@ export class BatchEncoder {
     return null;
   }
 
-  /** One map entry; null, or why the value does not fit the column. */
-  private cell(col: Column, v: unknown): string | null {
+  /** One map entry with the event time and max age of the row's time columns for it. */
+  private timedCell(col: Column, v: unknown, r: Record<string, unknown>): string | null {
+    const eventTimeMs = timeMs(r[col.eventTimeColumn]);
+    if (typeof eventTimeMs === "string") return `${col.eventTimeColumn} ${eventTimeMs}`;
+    const maxAgeMs = timeMs(r[col.maxAgeColumn]);
+    if (typeof maxAgeMs === "string") return `${col.maxAgeColumn} ${maxAgeMs}`;
+    return this.cell(col, v, eventTimeMs, maxAgeMs);
+  }
+
+  /**
+   * One map entry, its value with an event time and max age when they are > 0; null, or why the
+   * value does not fit the column.
+   */
+  private cell(col: Column, v: unknown, eventTimeMs: number, maxAgeMs: number): string | null {
     // The common cases of a JSON row are written whole, their lengths known up front: an entry
-    // `12 <len> 0a <len> name 12 <len> value`. The general path below nests beginLength/endLength.
-    switch (col.type) {
-      case "int":
-        if (typeof v === "number" && v >= 0 && Number.isSafeInteger(v)) {
-          const p = this.entryHeader(col, 1 + varintSize53(v));
-          this.w.bytes[p] = 0x08;
-          this.w.pos = writeVarint53(this.w.bytes, p + 1, v);
-          return null;
-        }
-        break;
-      case "double":
-        if (typeof v === "number") {
-          const p = this.entryHeader(col, 9);
-          const b = this.w.bytes;
-          b[p] = 0x11;
-          f64[0] = v;
-          for (let i = 0; i < 8; i++) b[p + 1 + i] = f64Bytes[i]!;
-          this.w.pos = p + 9;
-          return null;
-        }
-        break;
-      case "bool":
-        if (typeof v === "boolean") {
-          const p = this.entryHeader(col, 2);
-          this.w.bytes[p] = 0x20;
-          this.w.bytes[p + 1] = v ? 1 : 0;
-          this.w.pos = p + 2;
-          return null;
-        }
-        break;
-      case "string":
-        if (typeof v === "string" && v.length < 128 && isAscii(v)) {
-          const n = v.length;
-          const p = this.entryHeader(col, 2 + n);
-          const b = this.w.bytes;
-          b[p] = 0x1a;
-          b[p + 1] = n;
-          for (let i = 0; i < n; i++) b[p + 2 + i] = v.charCodeAt(i);
-          this.w.pos = p + 2 + n;
-          return null;
-        }
-        break;
-      case "float_list":
-        if (Array.isArray(v)) return this.floatList(col, v);
-        break;
-    }
+    // `12 <len> 0a <len> name 12 <len> value`. The general path below nests beginLength/endLength;
+    // a value with time metadata always takes it.
+    if (eventTimeMs === 0 && maxAgeMs === 0)
+      switch (col.type) {
+        case "int":
+          if (typeof v === "number" && v >= 0 && Number.isSafeInteger(v)) {
+            const p = this.entryHeader(col, 1 + varintSize53(v));
+            this.w.bytes[p] = 0x08;
+            this.w.pos = writeVarint53(this.w.bytes, p + 1, v);
+            return null;
+          }
+          break;
+        case "double":
+          if (typeof v === "number") {
+            const p = this.entryHeader(col, 9);
+            const b = this.w.bytes;
+            b[p] = 0x11;
+            f64[0] = v;
+            for (let i = 0; i < 8; i++) b[p + 1 + i] = f64Bytes[i]!;
+            this.w.pos = p + 9;
+            return null;
+          }
+          break;
+        case "bool":
+          if (typeof v === "boolean") {
+            const p = this.entryHeader(col, 2);
+            this.w.bytes[p] = 0x20;
+            this.w.bytes[p + 1] = v ? 1 : 0;
+            this.w.pos = p + 2;
+            return null;
+          }
+          break;
+        case "string":
+          if (typeof v === "string" && v.length < 128 && isAscii(v)) {
+            const n = v.length;
+            const p = this.entryHeader(col, 2 + n);
+            const b = this.w.bytes;
+            b[p] = 0x1a;
+            b[p + 1] = n;
+            for (let i = 0; i < n; i++) b[p + 2 + i] = v.charCodeAt(i);
+            this.w.pos = p + 2 + n;
+            return null;
+          }
+          break;
+        case "float_list":
+          if (Array.isArray(v)) return this.floatList(col, v);
+          break;
+      }
     const w = this.w;
     const entry = w.beginLength(2);
     w.raw(col.nameField);
@@ -208,6 +248,7 @@ export class BatchEncoder {
       return null;
     }
     if (input instanceof Rejection) return input.reason;
+    writeValueMeta(w, eventTimeMs, maxAgeMs);
     writeFeatureValue(w, col.name, input);
     w.endLength(value);
     w.endLength(entry);
@@ -263,6 +304,17 @@ export class BatchEncoder {
     this.w.pos = p;
     return null;
   }
+}
+
+/**
+ * A time column's cell as ms (0 when absent or empty), or why it is not a whole number of ms >= 0.
+ * JSON numbers, Parquet INT64 (bigint) and CSV text are taken alike.
+ */
+function timeMs(v: unknown): number | string {
+  if (v === null || v === undefined || v === "") return 0;
+  const n = typeof v === "string" && /^\d+$/.test(v) ? Number(v) : typeof v === "bigint" ? Number(v) : v;
+  if (typeof n === "number" && Number.isSafeInteger(n) && n >= 0) return n;
+  return `${describe(v)} is not a whole number of ms >= 0`;
 }
 
 /** Bytes of the varint of 0 <= v < 2^53. */

@@ -251,11 +251,14 @@ export async function load(
   };
 }
 
-/** True when the sampled rows hold only strings: CSV text, whose values are parsed per type. */
+/**
+ * True when the sampled rows hold only strings (and nulls, CSV's empty cells): CSV text, whose
+ * values are parsed per type.
+ */
 function isText(sample: readonly (Record<string, unknown> | null)[]): boolean {
   for (const r of sample) {
     if (r === null) continue;
-    for (const k in r) if (typeof r[k] !== "string") return false;
+    for (const k in r) if (typeof r[k] !== "string" && r[k] !== null) return false;
   }
   return true;
 }

@@ -14,7 +14,12 @@ export const Exit = {
   Ok: 0,
   /** `get`/`del`/`batch-get`: an entity (or, for `del`, anything to delete) was not found. */
   NotFound: 1,
-  /** Bad flags or arguments, an unreadable input or schema file, or a request the server refused as invalid. */
+  /**
+   * Bad flags or arguments, an unreadable input or schema file, or a request the server refused
+   * as invalid (INVALID_ARGUMENT, OUT_OF_RANGE) or as impossible in the present state
+   * (FAILED_PRECONDITION: a feature set with nothing published or no previous version, dropping
+   * the current version, incrementing a counter of another type...). `code` tells them apart.
+   */
   Usage: 2,
   /** The server could not be reached, timed out, or failed (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL...). */
   Server: 3,
@@ -34,6 +39,7 @@ export const EXIT_HELP = `Exit status:
   0    ok
   1    not found (get, del, batch-get: an entity missing / nothing deleted)
   2    usage: bad flags, unreadable file or schema, a request the server refused as invalid
+       or impossible now (nothing published, no previous version, drop of the current one...)
   3    server unavailable, timed out or failed
   4    authentication or permission refused
   5    load: done, some rows rejected (listed with their line numbers)

@@ -9,15 +9,21 @@ import { registerKv } from "./commands/kv.ts";
 import { registerLoad } from "./commands/load.ts";
 import { registerPing } from "./commands/ping.ts";
 import { registerStats } from "./commands/stats.ts";
+import { registerUpdates, registerVersions } from "./commands/versions.ts";
 import { DEFAULT_SERVER, DEFAULT_TIMEOUT_MS } from "./connect.ts";
 import { CliError, EXIT_HELP, Exit } from "./errors.ts";
 import { eprintln, printJson } from "./output.ts";
+
+/** What `featurestore -V` prints. */
+const VERSION = "0.1.0";
 
 /** The program with every command registered (exported for tests of the help texts). */
 export function program(): Command {
   const p = new Command("featurestore")
     .description("Command line of the feature store: read, write, load and export features, watch a server")
-    .version("0.1.0")
+    // Only -V: commander would take a --version anywhere on the line as the program's, and
+    // get, set, del, batch-get, incr and append have a --version <name> (run() answers a lone --version).
+    .version(VERSION, "-V", "print the version (so does --version alone)")
     .addOption(
       new Option("-s, --server <host:port>", "server's TCP address")
         .env("FEATURESTORE_SERVER")
@@ -49,6 +55,8 @@ export function program(): Command {
     .addHelpText("after", `\n${EXIT_HELP}\n\nEvery command has --help: featurestore load --help`)
     .exitOverride();
   registerKv(p);
+  registerUpdates(p);
+  registerVersions(p);
   registerPing(p);
   registerStats(p);
   registerLoad(p);
@@ -64,6 +72,10 @@ export function program(): Command {
 
 /** Runs the command line `argv` (without the runtime and script); resolves with the exit status. */
 export async function run(argv: readonly string[]): Promise<number> {
+  if (argv.length === 1 && argv[0] === "--version") {
+    process.stdout.write(`${VERSION}\n`);
+    return Exit.Ok;
+  }
   const p = program();
   try {
     await p.parseAsync([...argv], { from: "user" });

@@ -5,7 +5,7 @@
  * the FeatureValue field of each value, with its event time and max age.
  */
 
-import { type FeatureStoreClient, type FeatureValue, Method } from "../client/index.ts";
+import { type FeatureStoreClient, type FeatureValue, Method, type ReadOptions } from "../client/index.ts";
 import { readEventTime, readFeatureValue, ValueField } from "../codec/features.ts";
 import { encodeBatchGetRequest, encodeGetFeaturesRequest } from "../codec/messages.ts";
 import { valueMaxAge } from "../codec/value-meta.ts";
@@ -51,15 +51,26 @@ const TYPE_OF_FIELD: Record<number, ReadType> = {
 
 const w = new ProtoWriter(4096);
 
-/** GetFeatures of one entity (`names` empty: all features), typed exactly. */
+/** One BatchGet's records and the feature set version they were read in. */
+export interface TypedBatch {
+  records: TypedRecord[];
+  /** BatchGetResponse.version: the version read; "" when the read named no feature set. */
+  version: string;
+}
+
+/**
+ * GetFeatures of one entity (`names` empty: all features), typed exactly. `options` may name a
+ * feature set and version (ReadOptions).
+ */
 export async function getTyped(
   client: FeatureStoreClient,
   id: string,
   names: readonly string[],
   deadlineMs: number,
+  options?: ReadOptions,
 ): Promise<TypedRecord> {
   w.reset();
-  encodeGetFeaturesRequest(w, id, names.length > 0 ? names : undefined);
+  encodeGetFeaturesRequest(w, id, names.length > 0 ? names : undefined, options);
   const body = await client.call(Method.GetFeatures, w.view(), deadlineMs);
   const r = new ProtoReader().reset(body);
   return readRecord(r, body);
@@ -71,18 +82,37 @@ export async function batchGetTyped(
   ids: readonly string[],
   names: readonly string[],
   deadlineMs: number,
+  options?: ReadOptions,
 ): Promise<TypedRecord[]> {
+  return (await batchGetVersioned(client, ids, names, deadlineMs, options)).records;
+}
+
+/**
+ * BatchGet of `ids` with the version it read: with a feature set and no version, the server
+ * resolves the published one once for the whole batch and says which (BatchGetResponse.version,
+ * field 4); GetFeaturesResponse has no such field.
+ */
+export async function batchGetVersioned(
+  client: FeatureStoreClient,
+  ids: readonly string[],
+  names: readonly string[],
+  deadlineMs: number,
+  options?: ReadOptions,
+): Promise<TypedBatch> {
   w.reset();
-  encodeBatchGetRequest(w, ids, names.length > 0 ? names : undefined);
+  encodeBatchGetRequest(w, ids, names.length > 0 ? names : undefined, options);
   const body = await client.call(Method.BatchGet, w.view(), deadlineMs);
-  const out: TypedRecord[] = [];
+  const out: TypedBatch = { records: [], version: "" };
   const r = new ProtoReader().reset(body);
   const inner = new ProtoReader();
   while (!r.done()) {
     const tag = r.tag();
     if (tag === ((1 << 3) | WireType.Bytes)) {
       r.bytesRange();
-      out.push(readRecord(inner.reset(body, r.fieldStart, r.fieldEnd), body));
+      out.records.push(readRecord(inner.reset(body, r.fieldStart, r.fieldEnd), body));
+    } else if (tag === ((4 << 3) | WireType.Bytes)) {
+      r.bytesRange();
+      out.version = utf8Slice(body, r.fieldStart, r.fieldEnd);
     } else r.skip(tag & 7);
   }
   return out;

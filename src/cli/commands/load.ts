@@ -43,6 +43,8 @@ interface LoadFlags {
   checkpoint?: string;
   rejects?: string;
   schemaOut?: string;
+  featureSet?: string;
+  version?: string;
 }
 
 export function registerLoad(program: Command): void {
@@ -58,6 +60,11 @@ export function registerLoad(program: Command): void {
     )
     .option("--replace", "replace each entity's record (default: merge the row's features into it)")
     .option("--ttl <ms>", "time to live of every record written, ms (default: the server's)")
+    .option(
+      "--feature-set <name>",
+      "write into a version of this feature set (with --version); publish it with `featurestore publish`",
+    )
+    .option("--version <name>", "the version to write (with --feature-set)")
     .option(
       "--batch-size <rows>",
       "rows per BatchSet (at most the server's MAX_BATCH_ITEMS)",
@@ -99,7 +106,8 @@ interrupted (checkpoint kept).
 
   featurestore load users.ndjson
   featurestore load users.csv --id-column user_id --schema schema.json --max-errors 100 --checkpoint users.ckpt
-  featurestore load day=2024-06-01.parquet --replace --json`,
+  featurestore load day=2024-06-01.parquet --replace --json
+  featurestore load scores-v8.parquet --feature-set ranker --version v8 && featurestore publish ranker v8`,
     )
     .action(async (file: string, o: LoadFlags, cmd: Command) => {
       const flags = globals(cmd);
@@ -110,6 +118,8 @@ interrupted (checkpoint kept).
       const window = int("--window", o.window, 1);
       const maxErrors = int("--max-errors", o.maxErrors, 0);
       const ttlMs = o.ttl === undefined ? 0 : int("--ttl", o.ttl, 0);
+      if (Boolean(o.featureSet) !== Boolean(o.version))
+        throw usage("load: --feature-set and --version go together (a load writes one version of one set)");
       const schema = o.schema ? readSchema(o.schema) : Object.create(null);
       const checkpoint = o.checkpoint ? newCheckpoint(o.checkpoint, file) : null;
       const saved = checkpoint?.read() ?? null;
@@ -141,6 +151,8 @@ interrupted (checkpoint kept).
             fileSchema,
             replace: Boolean(o.replace),
             ttlMs,
+            featureSet: o.featureSet,
+            version: o.version,
             batchRows,
             batchBytes: DEFAULT_BATCH_BYTES,
             window,

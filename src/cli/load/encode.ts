@@ -37,6 +37,9 @@ export interface EncoderOptions {
   ttlMs: number;
   /** Largest entity id, UTF-8 bytes (the server's MAX_ENTITY_ID_BYTES default). */
   maxIdBytes: number;
+  /** Write into this version of this feature set (both or neither; "" = the plain entities). */
+  featureSet?: string;
+  version?: string;
 }
 
 const f64 = new Float64Array(1);
@@ -169,6 +172,8 @@ export class BatchEncoder {
       w.byte(0x20);
       w.byte(1);
     }
+    if (this.opts.featureSet) w.stringField(5, this.opts.featureSet);
+    if (this.opts.version) w.stringField(6, this.opts.version);
     w.endLength(item);
     this.itemEnds.push(w.pos);
     return null;

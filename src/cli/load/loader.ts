@@ -43,6 +43,9 @@ export interface LoadOptions {
   fileSchema?: Schema;
   replace: boolean;
   ttlMs: number;
+  /** Write into this version of this feature set (both or neither). */
+  featureSet?: string;
+  version?: string;
   batchRows: number;
   batchBytes: number;
   window: number;
@@ -128,6 +131,8 @@ export async function load(
     replace: opts.replace,
     ttlMs: opts.ttlMs,
     maxIdBytes: opts.maxIdBytes,
+    featureSet: opts.featureSet,
+    version: opts.version,
   });
 
   const inFlight: Batch[] = [];

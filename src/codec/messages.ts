@@ -99,7 +99,10 @@ export interface ReadOptions extends VersionOptions {
    * stricter wins. Giving one also fills `eventTimes`.
    */
   maxAgeMs?: number;
-  /** Windowed aggregates to compute, answered in `aggregates` in this order. */
+  /**
+   * Windowed aggregates to compute, answered in `aggregates` in this order. With windows and no
+   * feature names the answer holds the aggregates alone (no features).
+   */
   windows?: readonly WindowQuery[];
   /** Fill `eventTimes` in the result (default false: no object is built). */
   eventTimes?: boolean;

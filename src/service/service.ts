@@ -671,7 +671,8 @@ export class FeatureService {
   /**
    * The answer for record `h` when time matters: a max age was asked for (`asked`), a feature
    * of the record may be past its own max age, or windows were asked for. Each entry (requested,
-   * or every one without names) is copied when fresh and listed in `stale` when not: stale when
+   * or every one without names unless windows were asked for) is copied when fresh and listed in
+   * `stale` when not: stale when
    * now - event_time > the stricter of the read's and the value's max age. Then found, missing,
    * stale, the aggregates and the read time.
    */
@@ -687,7 +688,10 @@ export class FeatureService {
     const walkStart = w.pos;
     const stale = this.staleNames;
     stale.count = 0;
-    while (!w.done()) {
+    // Windows without names: the aggregates alone (the tiles are the aggregates' input, often
+    // tens of KB, and a caller who wants features as well names them).
+    const entries = n > 0 || this.windows.count === 0;
+    while (entries && !w.done()) {
       const entryStart = this.nextEntry(w);
       const ns = w.fieldStart;
       const ne = w.fieldEnd;

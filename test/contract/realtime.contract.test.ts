@@ -4,6 +4,7 @@
  * SQLite, Redis standalone and Cluster), with the test's clock injected into the service.
  */
 import { afterAll, describe, expect, test } from "bun:test";
+import { WindowValue } from "../../src/codec/features.ts";
 import { Method } from "../../src/codec/frame.ts";
 import { Code } from "../../src/codec/status.ts";
 import { ProtoWriter, WireType } from "../../src/codec/wire.ts";
@@ -374,6 +375,15 @@ for (const backend of BACKENDS) {
         [HOUR, 5, 31, 1, 16],
       ]);
       expect(r.aggregates[3]!.mean).toBeCloseTo(31 / 5, 12);
+      // Windows without names: the aggregates alone; naming features returns them as well.
+      expect([r.found, Object.keys(r.features)]).toEqual([true, []]);
+      await fs.setFeatures("u", { plan: "pro" });
+      const named = await fs.getFeatures("u", ["plan", "amt"], {
+        windows: [{ feature: "amt", windowMs: MIN }],
+      });
+      expect(Object.keys(named.features).sort()).toEqual(["amt", "plan"]);
+      expect(named.features.amt).toBeInstanceOf(WindowValue);
+      expect(named.aggregates.map((a) => a.count)).toEqual([2]);
       // One tile later the current-tile events fall out of the 1-minute window.
       clock.t = now + 30_000;
       const later = await fs.getFeatures("u", [], { windows: [{ feature: "amt", windowMs: MIN }] });

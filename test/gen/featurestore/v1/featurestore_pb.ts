@@ -231,8 +231,9 @@ export type FeatureValue = Message<"featurestore.v1.FeatureValue"> & {
   /**
    * The feature's default maximum age in ms (0 = none): once
    * event_time_ms + max_age_ms has passed, reads report the feature stale
-   * instead of returning it. Written with the value, kept by later writes that
-   * give 0.
+   * instead of returning it. Stored with the value: a SetFeatures stores what
+   * it gives (0: none); an UpdateFeatures keeps the stored one unless the
+   * update gives another.
    *
    * @generated from field: int64 max_age_ms = 11;
    */
@@ -352,6 +353,8 @@ export type GetFeaturesRequest = Message<"featurestore.v1.GetFeaturesRequest"> &
 
   /**
    * Windowed aggregates to compute, answered in `aggregates` in this order.
+   * With windows and no feature_names the answer carries the aggregates
+   * alone (no features): name features to get them as well.
    *
    * @generated from field: repeated featurestore.v1.WindowQuery windows = 4;
    */

@@ -488,7 +488,9 @@ export class FeatureService {
   }
 
   /**
-   * Fills `values` with copies of the values of record `h` named `names` (null when absent).
+   * Fills `values` with views of the values of record `h` named `names` (null when absent), into
+   * the store's arena: valid until the next write to the store, so read them at once (a window
+   * value can be tens of KB: a copy per update was most of an observe's time).
    * For small name lists (updates, pointers): one walk, a comparison per entry and name.
    */
   private valuesOf(h: number, names: readonly Uint8Array[], values: (Uint8Array | null)[]): void {
@@ -501,7 +503,7 @@ export class FeatureService {
       for (let i = 0; i < names.length; i++) {
         const n = names[i]!;
         if (bytesEqual(arena, ns, ne, n, 0, n.length)) {
-          values[i] = arena.slice(valueStartOf(arena, ne), w.pos);
+          values[i] = arena.subarray(valueStartOf(arena, ne), w.pos);
           break;
         }
       }

@@ -589,12 +589,10 @@ const arbUpdate = fc
         case: "increment" as const,
         value: { delta: { case: "intDelta" as const, value: v } },
       })),
-      fc
-        .double()
-        .map((v) => ({
-          case: "increment" as const,
-          value: { delta: { case: "doubleDelta" as const, value: v } },
-        })),
+      fc.double().map((v) => ({
+        case: "increment" as const,
+        value: { delta: { case: "doubleDelta" as const, value: v } },
+      })),
       fc.record({ kind: arbFeatureValue, keepLast: fc.integer({ min: 0, max: 6 }) }).map((a) => ({
         case: "append" as const,
         value: { values: create(FeatureValueSchema, { kind: a.kind }), keepLast: a.keepLast },

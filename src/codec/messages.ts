@@ -57,6 +57,11 @@ export interface GetFeaturesResult {
   /** The server's clock at the read, ms since the epoch, when a max age applied or windows were read; else 0. */
   readTimeMs: number;
   /**
+   * The feature set version a getFeatures with `featureSet` read; absent otherwise (a batchGet
+   * says it once, in `BatchGetResult.version`).
+   */
+  version?: string;
+  /**
    * The event time of each feature in `features`, ms since the epoch (0: unknown, a value written
    * without one), in a null-prototype object; only when the read asked (`eventTimes: true`) or
    * gave a `maxAgeMs`. The age of a feature is `readTimeMs - eventTimes[name]`.
@@ -534,6 +539,7 @@ function decodeResult(r: ProtoReader, buf: Uint8Array, eventTimes: boolean): Get
   let stale: string[] | undefined;
   let aggregates: WindowAggregate[] | undefined;
   let readTimeMs = 0;
+  let version: string | undefined;
   const end = r.end;
   while (r.pos < end) {
     const tag = r.tag();
@@ -566,6 +572,10 @@ function decodeResult(r: ProtoReader, buf: Uint8Array, eventTimes: boolean): Get
       case (7 << 3) | WireType.Varint:
         readTimeMs = int64Number(r);
         break;
+      case (8 << 3) | WireType.Bytes:
+        r.bytesRange();
+        version = utf8Slice(buf, r.fieldStart, r.fieldEnd);
+        break;
       default:
         r.skip(tag & 7);
     }
@@ -579,6 +589,7 @@ function decodeResult(r: ProtoReader, buf: Uint8Array, eventTimes: boolean): Get
     aggregates: aggregates ?? NO_AGGREGATES,
     readTimeMs,
     eventTimes: eventTimes ? buildEventTimes(n) : undefined,
+    version,
   };
 }
 

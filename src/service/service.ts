@@ -338,6 +338,7 @@ export class FeatureService {
     this.entity = this.entities = 1;
     this.answerStart = out.pos;
     this.writeResult(body, this.idStart, this.idEnd, out);
+    if (this.prefix !== null) out.stringField(8, this.version);
     this.checkAnswerSize(out.pos - this.answerStart, 1, 1);
   }
 

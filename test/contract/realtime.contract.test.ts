@@ -506,8 +506,11 @@ for (const backend of BACKENDS) {
       expect(b.results.map((x) => x.features.score)).toEqual([1, 1, 1]);
       // The plain entity is another key altogether.
       expect((await fs.getFeatures("a")).found).toBe(false);
-      // An explicit version reads the unpublished one.
-      expect((await fs.getFeatures("a", [], { featureSet: "ranker", version: "v2" })).features.score).toBe(2);
+      // An explicit version reads the unpublished one; a GetFeatures says which version it read.
+      const v2 = await fs.getFeatures("a", [], { featureSet: "ranker", version: "v2" });
+      expect([v2.features.score, v2.version]).toEqual([2, "v2"]);
+      expect((await fs.getFeatures("a", ["score"], { featureSet: "ranker" })).version).toBe("v1");
+      expect((await fs.getFeatures("a")).version).toBeUndefined();
       expect((await fs.publishVersion("ranker", "v2")).previous).toBe("v1");
       b = await fs.batchGet(["a", "b", "c"], [], { featureSet: "ranker" });
       expect([b.version, ...b.results.map((x) => x.features.score)]).toEqual(["v2", 2, 2, 2]);

@@ -111,6 +111,7 @@ export function startServer(config: Config, logger: Logger): RunningServer {
     maxEventTimeSkewMs: config.maxEventTimeSkewMs,
     maxWindowTiles: config.maxWindowTiles,
     maxListItems: config.maxListItems,
+    logger,
   });
   const metrics = new HotMetrics(config.metricsEnabled);
   const registry = createMetricsRegistry({

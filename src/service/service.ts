@@ -46,6 +46,7 @@ import {
   varintSize,
   WireType,
 } from "../codec/wire.ts";
+import type { Logger } from "../log/index.ts";
 import {
   isRemote,
   PENDING,
@@ -144,6 +145,11 @@ export interface ServiceOptions {
    * (`store.now()`, the clock of its TTLs). Tests inject one; Redis keeps TTLs on its own clock.
    */
   clock?: () => number;
+  /**
+   * Where a version drop that failed is reported (it stays listed as dropping, and is resumed
+   * by the next DropVersion or GetFeatureSet of its set). Default: nowhere.
+   */
+  logger?: Logger;
 }
 
 export const DEFAULT_SERVICE_OPTIONS: ServiceOptions = {
@@ -1756,7 +1762,14 @@ export class FeatureService {
     this.drops.set(k, job);
     job.then(
       () => this.drops.delete(k),
-      () => this.drops.delete(k),
+      (err: unknown) => {
+        this.drops.delete(k);
+        this.options.logger?.warn("a version drop stopped; DropVersion or GetFeatureSet resumes it", {
+          feature_set: set,
+          version,
+          error: err instanceof Error ? err.message : String(err),
+        });
+      },
     );
   }
 

@@ -12,7 +12,7 @@ import {
   FeatureValueSchema,
   SetFeaturesRequestSchema,
 } from "../gen/featurestore/v1/featurestore_pb.ts";
-import { startTestHttpServer, type TestHttpServer } from "./fixture.ts";
+import { startTestHttpServer, T0, type TestHttpServer } from "./fixture.ts";
 
 let s: TestHttpServer;
 beforeAll(() => {
@@ -134,6 +134,90 @@ for (const [name, make] of transports) {
       expect(k("t")?.value).toMatchObject({ values: ["a", ""] });
     });
 
+    test("updates, windows and feature sets: every new message through this transport", async () => {
+      const client = createClient(FeatureStoreService, make());
+      const uid = `${id}:rt`;
+      const now = BigInt(T0); // the test server's clock
+      const spec = { bucketMs: 60_000n, retentionMs: 3_600_000n };
+      const first = await client.updateFeatures({
+        entityId: uid,
+        updates: [
+          { name: "clicks", op: { case: "increment", value: { delta: { case: "intDelta", value: 2n } } } },
+          { name: "spend", op: { case: "increment", value: { delta: { case: "doubleDelta", value: 0.5 } } } },
+          {
+            name: "recent",
+            op: {
+              case: "append",
+              value: {
+                values: fv({
+                  case: "stringList",
+                  value: { $typeName: "featurestore.v1.StringList", values: ["a", "b", "c"] },
+                }),
+                keepLast: 2,
+              },
+            },
+          },
+          { name: "amt", op: { case: "observe", value: { value: 4, spec } }, eventTimeMs: now },
+          { name: "amt2", op: { case: "observe", value: { value: 1, spec } }, eventTimeMs: now - 7_200_000n },
+        ],
+      });
+      expect(first.skipped).toEqual(["amt2"]); // older than the retention
+      expect(first.values.clicks?.kind).toEqual({ case: "intValue", value: 2n });
+      expect(first.values.spend?.kind).toEqual({ case: "doubleValue", value: 0.5 });
+      await client.updateFeatures({
+        entityId: uid,
+        updates: [{ name: "amt", op: { case: "observe", value: { value: 6, spec } }, eventTimeMs: now }],
+      });
+      const read = await client.getFeatures({
+        entityId: uid,
+        featureNames: ["recent", "amt"],
+        windows: [{ feature: "amt", windowMs: 3_600_000n }],
+      });
+      expect(read.features.recent?.kind.value).toMatchObject({ values: ["c", "b"] });
+      const win = read.features.amt?.kind;
+      expect(win?.case).toBe("window");
+      expect(win?.value).toMatchObject({ counts: [2n], sums: [10], mins: [4], maxs: [6] });
+      expect(read.aggregates).toHaveLength(1);
+      expect(read.aggregates[0]).toMatchObject({
+        feature: "amt",
+        windowMs: 3_600_000n,
+        count: 2n,
+        sum: 10,
+        min: 4,
+        max: 6,
+        mean: 5,
+      });
+      // A string cannot be incremented: FAILED_PRECONDITION naming the feature, as a ConnectError.
+      const err = await client
+        .updateFeatures({
+          entityId: uid,
+          updates: [
+            { name: "recent", op: { case: "increment", value: { delta: { case: "intDelta", value: 1n } } } },
+          ],
+        })
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ConnectError);
+      expect((err as ConnectError).code).toBe(Code.FailedPrecondition);
+      expect((err as ConnectError).rawMessage).toContain('"recent"');
+
+      const set = `set${name.replace(/[^A-Za-z0-9]/g, "")}`;
+      await client.setFeatures({
+        entityId: uid,
+        features: { s: fv({ case: "intValue", value: 1n }) },
+        featureSet: set,
+        version: "v1",
+      });
+      expect(await client.publishVersion({ featureSet: set, version: "v1" })).toMatchObject({
+        featureSet: set,
+        current: "v1",
+        previous: "",
+      });
+      const info = await client.getFeatureSet({ featureSet: set });
+      expect(info).toMatchObject({ current: "v1", dropping: [] });
+      const versioned = await client.getFeatures({ entityId: uid, featureSet: set });
+      expect([versioned.version, versioned.features.s?.kind.value]).toEqual(["v1", 1n]);
+    });
+
     test("projects, batches and deletes", async () => {
       const client = createClient(FeatureStoreService, make());
       const some = await client.getFeatures({ entityId: id, featureNames: ["s", "nope"] });
@@ -205,4 +289,7 @@ test("the GET transports really read with GET and write with POST", () => {
   expect([...(verbs.GetFeatures ?? [])]).toEqual(["GET"]);
   expect([...(verbs.BatchGet ?? [])]).toEqual(["GET"]);
   expect([...(verbs.SetFeatures ?? [])]).toEqual(["POST"]);
+  expect([...(verbs.GetFeatureSet ?? [])]).toEqual(["GET"]);
+  expect([...(verbs.UpdateFeatures ?? [])]).toEqual(["POST"]);
+  expect([...(verbs.PublishVersion ?? [])]).toEqual(["POST"]);
 });

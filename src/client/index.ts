@@ -300,30 +300,12 @@ export class FeatureStoreClient implements FeatureStoreApi {
 
   /** Makes `version` of `featureSet` what every reader gets; the current one becomes `previous`. */
   publishVersion(featureSet: string, version: string, callOpts?: CallOptions): Promise<FeatureSetInfo> {
-    const deadlineMs = callOpts?.deadlineMs ?? this.deadlineMs;
-    return callTypedAsync(
-      PUBLISH_VERSION,
-      this.w,
-      this.transport,
-      featureSet,
-      version,
-      undefined,
-      deadlineMs,
-    );
+    return this.setCall(PUBLISH_VERSION, featureSet, version, callOpts);
   }
 
   /** Makes `previous` current again (FAILED_PRECONDITION when there is none). */
   rollbackVersion(featureSet: string, callOpts?: CallOptions): Promise<FeatureSetInfo> {
-    const deadlineMs = callOpts?.deadlineMs ?? this.deadlineMs;
-    return callTypedAsync(
-      ROLLBACK_VERSION,
-      this.w,
-      this.transport,
-      featureSet,
-      undefined,
-      undefined,
-      deadlineMs,
-    );
+    return this.setCall(ROLLBACK_VERSION, featureSet, undefined, callOpts);
   }
 
   /**
@@ -331,22 +313,23 @@ export class FeatureStoreClient implements FeatureStoreApi {
    * in the background and it is listed in `dropping` until then.
    */
   dropVersion(featureSet: string, version: string, callOpts?: CallOptions): Promise<FeatureSetInfo> {
-    const deadlineMs = callOpts?.deadlineMs ?? this.deadlineMs;
-    return callTypedAsync(DROP_VERSION, this.w, this.transport, featureSet, version, undefined, deadlineMs);
+    return this.setCall(DROP_VERSION, featureSet, version, callOpts);
   }
 
   /** The state of a feature set: current, previous and dropping versions. */
   getFeatureSet(featureSet: string, callOpts?: CallOptions): Promise<FeatureSetInfo> {
+    return this.setCall(GET_FEATURE_SET, featureSet, undefined, callOpts);
+  }
+
+  /** One of the four feature set calls: they differ only in the method and whether a version goes. */
+  private setCall(
+    method: typeof PUBLISH_VERSION | typeof ROLLBACK_VERSION | typeof DROP_VERSION | typeof GET_FEATURE_SET,
+    featureSet: string,
+    version: string | undefined,
+    callOpts: CallOptions | undefined,
+  ): Promise<FeatureSetInfo> {
     const deadlineMs = callOpts?.deadlineMs ?? this.deadlineMs;
-    return callTypedAsync(
-      GET_FEATURE_SET,
-      this.w,
-      this.transport,
-      featureSet,
-      undefined,
-      undefined,
-      deadlineMs,
-    );
+    return callTypedAsync(method, this.w, this.transport, featureSet, version, undefined, deadlineMs);
   }
 
   /** A round trip that touches no data. */

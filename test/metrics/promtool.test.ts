@@ -25,6 +25,7 @@ import {
 } from "../e2e/durable-fixture.ts";
 import { produce, redisClient } from "../ingest/fixture.ts";
 import { type RedisNode, startRedis } from "../redis/harness.ts";
+import { until } from "../until.ts";
 
 setDefaultTimeout(60_000);
 
@@ -211,6 +212,9 @@ describe("what real processes export", () => {
       serverEnv(redisDir, { STORE: "redis", REDIS_URL: redis.url, AUTH_TOKENS_FILE: tokensFile }),
       (s) => servers.push(s),
     );
+    // Writes are UNAVAILABLE until the server's Redis link is up: wait for /ready, as a
+    // deployment's readiness probe does.
+    await until("the STORE=redis server is ready", async () => (await red.httpStatus("/ready")) === 200);
     const redClient = await FeatureStoreClient.connect({ servers: [red.address], token, deadlineMs: 10_000 });
     clients.push(redClient);
     await traffic(red, redClient);

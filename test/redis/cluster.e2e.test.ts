@@ -22,6 +22,7 @@ import {
   startServer,
   tempDir,
 } from "../e2e/durable-fixture.ts";
+import { until as waitUntil } from "../until.ts";
 import { type RedisCluster, type RedisNode, startCluster } from "./harness.ts";
 
 const COMMAND_TIMEOUT_MS = 500;
@@ -38,14 +39,7 @@ let b: FeatureStoreClient;
 let serverA: ServerProcess;
 let serverB: ServerProcess;
 
-async function until(what: string, f: () => boolean | Promise<boolean>): Promise<number> {
-  const started = performance.now();
-  while (!(await f())) {
-    if (performance.now() - started > WAIT_MS) throw new Error(`gave up waiting: ${what}`);
-    await Bun.sleep(POLL_MS);
-  }
-  return performance.now() - started;
-}
+const until = (what: string, f: () => boolean | Promise<boolean>) => waitUntil(what, f, WAIT_MS, POLL_MS);
 
 function percentile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;

@@ -16,6 +16,7 @@ import {
   startServer,
   tempDir,
 } from "../e2e/durable-fixture.ts";
+import { until as waitUntil } from "../until.ts";
 import { type RedisNode, startRedis } from "./harness.ts";
 
 const CONNECTIONS = 50;
@@ -30,14 +31,7 @@ const clients: FeatureStoreClient[] = [];
 const dirs: string[] = [];
 let redis: RedisNode;
 
-async function until(what: string, f: () => boolean | Promise<boolean>): Promise<number> {
-  const started = performance.now();
-  while (!(await f())) {
-    if (performance.now() - started > WAIT_MS) throw new Error(`gave up waiting: ${what}`);
-    await Bun.sleep(2);
-  }
-  return performance.now() - started;
-}
+const until = (what: string, f: () => boolean | Promise<boolean>) => waitUntil(what, f, WAIT_MS, 2);
 
 async function serve(extra: Record<string, string>): Promise<ServerProcess> {
   const dir = tempDir("realtime");

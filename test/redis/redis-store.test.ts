@@ -9,6 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import { decodeFeatureValue, encodeFeatureValue } from "../../src/client/index.ts";
 import { Code, FeatureStoreError } from "../../src/codec/status.ts";
 import { PENDING } from "../../src/store/types.ts";
+import { until as waitUntil } from "../until.ts";
 import { openRedisApi, type RedisApi } from "./api.ts";
 import { type RedisNode, startRedis } from "./harness.ts";
 import { varintFields } from "./store-fixture.ts";
@@ -17,14 +18,7 @@ import { varintFields } from "./store-fixture.ts";
 const POLL_MS = 5;
 const WAIT_MS = 10_000;
 
-/** Polls `f` until it returns true; throws after WAIT_MS (a liveness bound, not a timing). */
-async function until(what: string, f: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = performance.now() + WAIT_MS;
-  while (!(await f())) {
-    if (performance.now() > deadline) throw new Error(`gave up waiting: ${what}`);
-    await Bun.sleep(POLL_MS);
-  }
-}
+const until = (what: string, f: () => boolean | Promise<boolean>) => waitUntil(what, f, WAIT_MS, POLL_MS);
 
 async function codeOf(f: () => Promise<unknown>): Promise<{ code: number; message: string }> {
   try {

@@ -18,6 +18,7 @@ import {
   startServer,
   tempDir,
 } from "../e2e/durable-fixture.ts";
+import { until as waitUntil } from "../until.ts";
 import { freePort, type RedisNode, startRedis } from "./harness.ts";
 
 const WAIT_MS = 30_000;
@@ -34,13 +35,7 @@ afterAll(async () => {
   removeDir(dir);
 }, 30_000);
 
-async function until(what: string, f: () => boolean | Promise<boolean>): Promise<void> {
-  const started = performance.now();
-  while (!(await f())) {
-    if (performance.now() - started > WAIT_MS) throw new Error(`gave up waiting: ${what}`);
-    await Bun.sleep(POLL_MS);
-  }
-}
+const until = (what: string, f: () => boolean | Promise<boolean>) => waitUntil(what, f, WAIT_MS, POLL_MS);
 
 function env(url: string): Record<string, string> {
   return serverEnv(dir, { STORE: "redis", REDIS_URL: url, REDIS_COMMAND_TIMEOUT_MS: "300" });

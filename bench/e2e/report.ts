@@ -102,12 +102,22 @@ export interface MetricsRun {
   otherCpuPct: number;
 }
 
+/** One setting's medians over the rounds (serverCpuUsPerReq: absent in runs before it was kept). */
+export interface MetricsSide {
+  throughput: number;
+  p99: number;
+  p99s: number[];
+  serverCpuUsPerReq?: number;
+}
+
 export interface MetricsSummary {
   shape: string;
-  on: { throughput: number; p99: number; p99s: number[] };
-  off: { throughput: number; p99: number; p99s: number[] };
-  /** on / off throughput (1 = free; 0.95 = 5 % cost). */
+  on: MetricsSide;
+  off: MetricsSide;
+  /** on / off throughput (1 = free; 0.95 = 5 % cost): the median of `ratios`. */
   throughputRatio: number;
+  /** on / off throughput of each round (their spread is the noise of the ratio). */
+  ratios?: number[];
   costPct: number;
   /** Spread of p99 across rounds of the same setting, us (the noise floor). */
   p99NoiseUs: number;
@@ -400,6 +410,8 @@ export function markdown(r: Results): string {
           "on: req/s",
           "off: req/s",
           "on/off (median of rounds)",
+          "on/off per round",
+          "srv µs/req on / off",
           "on: p99 µs (rounds)",
           "off: p99 µs (rounds)",
           "p99 noise",
@@ -409,11 +421,15 @@ export function markdown(r: Results): string {
           fmtRate(s.on.throughput),
           fmtRate(s.off.throughput),
           `${s.throughputRatio.toFixed(3)} (${s.costPct >= 0 ? `${s.costPct.toFixed(1)}% cost` : `on ${(-s.costPct).toFixed(1)}% faster`})`,
+          s.ratios?.map((x) => x.toFixed(2)).join(" / ") ?? "",
+          s.on.serverCpuUsPerReq !== undefined
+            ? `${s.on.serverCpuUsPerReq.toFixed(2)} / ${s.off.serverCpuUsPerReq?.toFixed(2)}`
+            : "",
           s.on.p99s.map((x) => x.toFixed(0)).join(" / "),
           s.off.p99s.map((x) => x.toFixed(0)).join(" / "),
           `±${s.p99NoiseUs.toFixed(0)} µs`,
         ]),
-        [":-:", "--:", "--:", "--:", "--:", "--:", "--:"],
+        [":-:", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:"],
       ),
     );
     out.push("");

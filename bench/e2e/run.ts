@@ -849,13 +849,15 @@ async function metricsPhase(
         throughput: Math.round(median(rs.map((r) => r.throughput))),
         p99: round(median(p99s), 1),
         p99s,
+        serverCpuUsPerReq: round(median(rs.map((r) => r.serverCpuUsPerReq)), 2),
       };
     };
     const a = agg("on");
     const b = agg("off");
     const ons = pick("on");
     const offs = pick("off");
-    const ratio = median(ons.map((r, i) => r.throughput / offs[i]!.throughput));
+    const ratios = ons.map((r, i) => round(r.throughput / offs[i]!.throughput, 3));
+    const ratio = median(ratios);
     // Half the spread of the middle values of each setting: the run-to-run noise of its p99.
     const spread = (xs: number[]) => {
       const t = [...xs].sort((x, y) => x - y);
@@ -870,6 +872,7 @@ async function metricsPhase(
       on: a,
       off: b,
       throughputRatio: round(ratio, 4),
+      ratios,
       costPct: round(100 * (1 - ratio), 2),
       p99NoiseUs: round(Math.max(spread(a.p99s), spread(b.p99s)), 1),
     };

@@ -12,6 +12,9 @@
  * - `grpc-h2`, `stock-h2`: the same two servers through a bare `node:http2` gRPC client (raw only),
  *   which shows the servers' cost where grpc-js on Bun is the limit.
  */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { RedisClient } from "bun";
 import { FeatureStoreClient, TcpTransport } from "../../src/client/index.ts";
@@ -154,6 +157,9 @@ export async function startOurServer(
   cpus: string | undefined,
   profileDir?: string,
 ): Promise<OurStartedServer> {
+  // A data directory of its own unless one is given: two servers of one run cannot share
+  // ./data (SQLite refuses a locked database), and a run must not leave a database behind.
+  const ownDir = env.DATA_DIR === undefined ? mkdtempSync(join(tmpdir(), "fs-bench-")) : undefined;
   const tcpPort = freePort();
   const httpPort = freePort();
   // A free port rather than the default 50052, so that two servers of one run do not collide.
@@ -177,9 +183,17 @@ export async function startOurServer(
       CACHE_SIZE: String(Math.max(1024, Math.ceil(n * 1.25))),
       CACHE_MAX_BYTES: String(Math.max(64 << 20, n * 4096)),
       LOG_LEVEL: "warn",
+      ...(ownDir !== undefined ? { DATA_DIR: ownDir } : {}),
       ...env,
     },
   });
+  if (ownDir !== undefined) {
+    const stop = proc.stop;
+    proc.stop = async (graceMs) => {
+      await stop(graceMs);
+      rmSync(ownDir, { recursive: true, force: true });
+    };
+  }
   await waitForPort(tcpPort, proc);
   await waitForPort(grpcPort, proc);
   return { proc, tcpPort, httpPort, grpcPort };

@@ -22,6 +22,27 @@ describe("ProtoWriter", () => {
     }
   });
 
+  test("strings of every length and script are written as TextEncoder's bytes after their length", () => {
+    const enc = new TextEncoder();
+    const strings = ["", "a", "user:42", "x".repeat(127), "x".repeat(128), "y".repeat(300)];
+    // A non-ASCII char at the start, the middle and the end of ASCII runs around the 128 edge.
+    for (const n of [1, 5, 42, 126, 127, 128, 129]) {
+      strings.push(`é${"a".repeat(n)}`, `${"a".repeat(n)}é`, `${"a".repeat(n >> 1)}日${"b".repeat(n >> 1)}`);
+    }
+    strings.push("🙂", "a🙂b", "\u007f\u0080", "\ud800"); // a lone surrogate becomes U+FFFD
+    for (const s of strings) {
+      const w = new ProtoWriter(8);
+      w.byte(0xff); // not at the start of the buffer
+      w.stringField(3, s);
+      const field = w.view(1);
+      const r = new ProtoReader().reset(field);
+      expect(r.tag()).toBe(0x1a);
+      r.bytesRange();
+      expect(r.done()).toBe(true);
+      expect([...field.subarray(r.fieldStart, r.fieldEnd)]).toEqual([...enc.encode(s)]);
+    }
+  });
+
   test("bodies of 127, 128 and 20,000 bytes get 1-, 2- and 3-byte length prefixes", () => {
     for (const [n, prefix] of [
       [127, 1],

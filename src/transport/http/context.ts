@@ -50,8 +50,12 @@ export class HandlerContext {
   readonly scratch = new ProtoWriter(WRITER_BYTES);
   /** Milliseconds for latency. Decided once: without metrics, no clock reads. */
   readonly clock: () => number;
-  /** Waits until a write is durable (the answer is already copied out of the shared writers). */
-  readonly durable: (m: MethodInfo) => Promise<void>;
+  /**
+   * What to wait for before answering `m`: the commit of a write (the answer is already copied
+   * out of the shared writers), or null for a read, so that a read's answer goes out without a
+   * promise and an await more.
+   */
+  readonly durable: (m: MethodInfo) => Promise<void> | null;
   /**
    * Our bugs are logged at error, rate-limited so that a bug hit by every request cannot flood
    * the log; a client's mistakes at debug only.
@@ -66,10 +70,7 @@ export class HandlerContext {
     this.auth = opts.auth;
     this.clock = opts.metrics.enabled ? () => performance.now() : () => 0;
     const sync = opts.sync ?? (() => null);
-    this.durable = async (m: MethodInfo): Promise<void> => {
-      const pending = isWriteMethod(m.number) ? sync() : null;
-      if (pending !== null) await pending;
-    };
+    this.durable = (m: MethodInfo): Promise<void> | null => (isWriteMethod(m.number) ? sync() : null);
     this.logInternal = new LimitedLog(opts.logger, "error", "http request failed");
   }
 

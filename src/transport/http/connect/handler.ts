@@ -75,8 +75,10 @@ export class ConnectHandler {
         ? this.queryMessage(query)
         : await readBody(req, ctx.maxBodyBytes, deadline, ctx.metrics);
       checkDeadline(deadline);
-      const result = await this.call(m, binary, body);
-      await ctx.durable(m);
+      let result = this.call(m, binary, body);
+      if (result instanceof Promise) result = await result;
+      const commit = ctx.durable(m);
+      if (commit !== null) await commit;
       return new Response(result, { headers: binary ? PROTO_HEADERS : JSON_HEADERS });
     } catch (err) {
       const e = FeatureStoreError.from(err);

@@ -67,7 +67,8 @@ export class GrpcWebHandler {
       const len = this.messageLength(body);
       let answer = this.call(m, v, body, len);
       if (answer instanceof Promise) answer = await answer;
-      await ctx.durable(m);
+      const commit = ctx.durable(m);
+      if (commit !== null) await commit;
       return new Response(answer, { headers: v.headers });
     } catch (err) {
       const e = FeatureStoreError.from(err);

@@ -696,7 +696,13 @@ export function readEntry(r: ProtoReader, start: number, end: number, i: number)
       vs++;
     }
     if (buf[k2] === 0x12 && vl >= 0 && vs + vl === end) {
-      const name = internName(buf, start + 2, k2);
+      // Answers list the same names in the same order entity after entity: the name the last
+      // shape has at this position, when its bytes match, costs a compare and no hash.
+      const shape = lastShape;
+      const name =
+        shape !== undefined && i < shape.names.length && sameBytes(shape.bytes[i]!, buf, start + 2, k2)
+          ? shape.names[i]!
+          : internName(buf, start + 2, k2);
       // A stored value starts with its event time (and max age): step over them to the oneof.
       let s = vs;
       let time = 0;
@@ -826,7 +832,12 @@ function readEntrySlow(r: ProtoReader, start: number, end: number, i: number): v
  * was 39 % of the decode in the profile (a dictionary-mode store per name). Up to MAX_SHAPES
  * name lists get a function; others are built name by name.
  */
-type Shape = { names: string[]; build: <T>(values: readonly T[]) => Record<string, T> };
+type Shape = {
+  names: string[];
+  /** The names' UTF-8 bytes, for `readEntry`'s positional guess. */
+  bytes: Uint8Array[];
+  build: <T>(values: readonly T[]) => Record<string, T>;
+};
 const MAX_SHAPES = 64;
 /** Shapes with fewer names than this are built name by name: a function would not pay off. */
 const MIN_SHAPE_NAMES = 4;
@@ -847,7 +858,16 @@ function makeShape(n: number): Shape {
     name === "__proto__" ? `["__proto__"]: v[${i}]` : `${JSON.stringify(name)}: v[${i}]`,
   );
   const build = new Function("v", `return { __proto__: null, ${props.join(", ")} };`) as Shape["build"];
-  return { names, build };
+  const encoder = new TextEncoder();
+  return { names, bytes: names.map((name) => encoder.encode(name)), build };
+}
+
+/** True when buf[start, end) holds exactly `bytes`. */
+function sameBytes(bytes: Uint8Array, buf: Uint8Array, start: number, end: number): boolean {
+  const n = bytes.length;
+  if (end - start !== n) return false;
+  for (let k = 0; k < n; k++) if (bytes[k] !== buf[start + k]) return false;
+  return true;
 }
 
 function findShape(n: number): Shape | undefined {

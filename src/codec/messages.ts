@@ -535,7 +535,7 @@ function decodeResult(r: ProtoReader, buf: Uint8Array, eventTimes: boolean): Get
   let entityId = "";
   let found = false;
   let n = 0;
-  const missing: string[] = [];
+  let missing: string[] | undefined;
   let stale: string[] | undefined;
   let aggregates: WindowAggregate[] | undefined;
   let readTimeMs = 0;
@@ -557,6 +557,7 @@ function decodeResult(r: ProtoReader, buf: Uint8Array, eventTimes: boolean): Get
         break;
       case (4 << 3) | WireType.Bytes:
         r.bytesRange();
+        if (missing === undefined) missing = [];
         missing.push(internName(buf, r.fieldStart, r.fieldEnd));
         break;
       case (5 << 3) | WireType.Bytes:
@@ -584,7 +585,7 @@ function decodeResult(r: ProtoReader, buf: Uint8Array, eventTimes: boolean): Get
     entityId,
     found,
     features: buildFeatures(n),
-    missing,
+    missing: missing ?? NO_NAMES,
     stale: stale ?? NO_NAMES,
     aggregates: aggregates ?? NO_AGGREGATES,
     readTimeMs,

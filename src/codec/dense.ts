@@ -753,6 +753,7 @@ class DenseDecoder {
     out: DenseBatch,
     row: number,
   ): void {
+    if (this.fastResult(spec, buf, start, end, out, row)) return;
     const features = spec.features;
     const cell0 = row * features;
     const status = out.status;
@@ -788,6 +789,175 @@ class DenseDecoder {
         this.restore(spec, k, out, at0 + spec.offsets[k]!);
       }
     }
+  }
+
+  /**
+   * `decodeResult` for an answer as the server writes it, in one loop over local positions:
+   * entity id, entries laid out `0a <len> name 12 <len> [50 <event time>] [58 <max age>]
+   * <value>` (lengths of one or two bytes), `found`, missing names and the read time; each
+   * value the one field its column reads without a conversion that can fail (an int of up to
+   * 7 varint bytes, a double, a bool, a packed float list of the declared width, a short
+   * string or bytes value). Anything else (stale names, aggregates, a wrong width or type,
+   * a non-finite value with `nonFinite: "default"`) returns false before the row is finished,
+   * and the general walk decodes the row again from its start: it writes every cell, so what
+   * this wrote first does not matter. Measured (issue 15): the general walk spent ~70 ns per
+   * feature in calls and cursor writes; a loop of this shape ~20.
+   */
+  fastResult(
+    spec: FeatureVectorSpec,
+    buf: Uint8Array,
+    start: number,
+    end: number,
+    out: DenseBatch,
+    row: number,
+  ): boolean {
+    const features = spec.features;
+    const cell0 = row * features;
+    const at0 = row * spec.width;
+    const status = out.status;
+    const values = out.values;
+    const kinds = spec.kinds;
+    const offsets = spec.offsets;
+    const table = spec.table;
+    const nextGuess = spec.nextGuess;
+    for (let k = 0; k < features; k++) status[cell0 + k] = CellStatus.Missing;
+    let found = false;
+    let prev = features;
+    let p = start;
+    while (p < end) {
+      const t = buf[p]!;
+      if (t === 0x38) {
+        // read_time_ms (7): a varint
+        p++;
+        while (p < end && buf[p]! >= 0x80) p++;
+        p++;
+        continue;
+      }
+      if (t === 0x18) {
+        // found (3): one varint byte
+        const b = buf[p + 1]!;
+        if (b >= 0x80) return false;
+        found = b !== 0;
+        p += 2;
+        continue;
+      }
+      if (t !== 0x12 && t !== 0x0a && t !== 0x22) return false;
+      // A length-delimited field: features (2), entity_id (1) or a missing name (4).
+      let l = buf[p + 1]!;
+      let q = p + 2;
+      if (l >= 0x80) {
+        const b2 = buf[q++]!;
+        if (b2 >= 0x80) return false;
+        l = (l & 0x7f) | (b2 << 7);
+      }
+      const e = q + l;
+      if (e > end) return false;
+      p = e;
+      if (t !== 0x12) continue;
+      // The entry: 0a <kl> name 12 <vl> value.
+      const kl = buf[q + 1]!;
+      const ks = q + 2;
+      const ke = ks + kl;
+      if (buf[q] !== 0x0a || kl >= 0x80 || ke + 2 > e || buf[ke] !== 0x12) return false;
+      let vl = buf[ke + 1]!;
+      let s = ke + 2;
+      if (vl >= 0x80) {
+        const b2 = buf[s++]!;
+        if (b2 >= 0x80) return false;
+        vl = (vl & 0x7f) | (b2 << 7);
+      }
+      if (s + vl !== e) return false;
+      let f = nextGuess[prev]!;
+      if (f < 0 || !table.equals(f, buf, ks, ke)) {
+        f = table.find(buf, ks, ke, hashBytes(buf, ks, ke));
+        if (f < 0) continue;
+        nextGuess[prev] = f;
+      }
+      prev = f;
+      // Step over the event time and max age the server stores first.
+      if (buf[s] === 0x50) {
+        s++;
+        while (s < e && buf[s]! >= 0x80) s++;
+        s++;
+      }
+      if (buf[s] === 0x58) {
+        s++;
+        while (s < e && buf[s]! >= 0x80) s++;
+        s++;
+      }
+      if (s >= e) return false;
+      const t0 = buf[s]!;
+      const at = at0 + offsets[f]!;
+      const kind = kinds[f]!;
+      if (kind === KIND_NUMBER) {
+        let x: number;
+        if (t0 === 0x08) {
+          x = 0;
+          let mul = 1;
+          let q2 = s + 1;
+          for (;;) {
+            if (q2 >= e || q2 > s + 7) return false;
+            const b = buf[q2++]!;
+            x += (b & 0x7f) * mul;
+            if (b < 0x80) break;
+            mul *= 128;
+          }
+          if (q2 !== e) return false;
+        } else if (t0 === 0x11 && s + 9 === e) {
+          for (let i = 0; i < 8; i++) f64Bytes[i] = buf[s + 1 + i]!;
+          x = f64[0]!;
+          if (spec.replaceNonFinite && !Number.isFinite(x)) return false;
+        } else if (t0 === 0x20 && s + 2 === e && buf[s + 1]! < 0x80) {
+          x = buf[s + 1] !== 0 ? 1 : 0;
+        } else return false;
+        values[at] = x;
+      } else if (kind === KIND_VECTOR) {
+        // 32 <len> 0a <len> floats: exactly the declared width.
+        if (t0 !== 0x32) return false;
+        let ol = buf[s + 1]!;
+        let d = s + 2;
+        if (ol >= 0x80) {
+          const b2 = buf[d++]!;
+          if (b2 >= 0x80) return false;
+          ol = (ol & 0x7f) | (b2 << 7);
+        }
+        if (d + ol !== e || buf[d] !== 0x0a) return false;
+        let fl = buf[d + 1]!;
+        d += 2;
+        if (fl >= 0x80) {
+          const b2 = buf[d++]!;
+          if (b2 >= 0x80) return false;
+          fl = (fl & 0x7f) | (b2 << 7);
+        }
+        const w = spec.widths[f]!;
+        if (d + fl !== e || fl !== w * 4) return false;
+        const bytes = out.valueBytes;
+        let o = at * 4;
+        for (let i = d; i < e; i++) bytes[o++] = buf[i]!;
+        if (spec.replaceNonFinite)
+          for (let k = 0; k < w; k++) if (!Number.isFinite(values[at + k]!)) return false;
+      } else {
+        // A string (1a) or bytes (2a) value with a one-byte length, through the column's map.
+        if (t0 !== (kind === KIND_STRING ? 0x1a : 0x2a)) return false;
+        const sl = buf[s + 1]!;
+        if (sl >= 0x80 || s + 2 + sl !== e) return false;
+        values[at] = spec.mapped[f]!.get(buf, s + 2, e);
+      }
+      status[cell0 + f] = CellStatus.Ok;
+    }
+    if (p !== end) return false;
+    out.found[row] = found ? 1 : 0;
+    const present = out.present;
+    for (let k = 0; k < features; k++) {
+      const cell = cell0 + k;
+      if (!found) status[cell] = CellStatus.EntityMissing;
+      if (status[cell] === CellStatus.Ok) present[cell] = 1;
+      else {
+        present[cell] = 0;
+        this.restore(spec, k, out, at0 + offsets[k]!);
+      }
+    }
+    return true;
   }
 
   /**

@@ -67,8 +67,8 @@ export type FeatureValue =
   | WindowValue;
 
 /**
- * What users may write. A plain `number` is stored as `int_value` when it is a safe integer and
- * as `double_value` otherwise; wrap it as `{ double: 2 }` to force a double (or `{ int: 2 }`).
+ * What users may write. A plain `number` is stored as `int_value` when it is a safe integer (not
+ * -0) and as `double_value` otherwise; wrap it as `{ double: 2 }` to force a double (or `{ int: 2 }`).
  * A `number[]` is stored as a `float_list`.
  */
 export type FeatureInput = FeatureValue | number[] | { double: number } | { int: number | bigint };
@@ -136,7 +136,8 @@ export function writeValueMeta(w: ProtoWriter, eventTimeMs: number, maxAgeMs: nu
 /** Writes the body of a FeatureValue message (the oneof field only). */
 export function writeFeatureValue(w: ProtoWriter, name: string, v: FeatureInput): void {
   if (typeof v === "number") {
-    if (Number.isSafeInteger(v)) {
+    // -0 is a safe integer, but as an int it would read back as 0: it stays a double.
+    if (Number.isSafeInteger(v) && !Object.is(v, -0)) {
       w.tag(ValueField.Int, WireType.Varint);
       if (v >= 0) w.varint(v);
       else w.varint64(BigInt(v));

@@ -20,6 +20,12 @@ describe("typed decode", () => {
     });
   });
 
+  test("-0 is written as a double and reads back as -0; 0 stays an int", () => {
+    const got = decodeGetFeaturesResponse(answer({ neg: -0, zero: 0 })).features;
+    expect(Object.is(got.neg, -0)).toBe(true);
+    expect(Object.is(got.zero, 0)).toBe(true);
+  });
+
   test("a large embedding (past the slab's share) reads back whole", () => {
     const big = Float32Array.from({ length: 4096 }, (_, i) => i / 7);
     expect(decodeGetFeaturesResponse(answer({ big })).features.big).toEqual(big);

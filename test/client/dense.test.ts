@@ -154,6 +154,38 @@ describe("dense read on the embedded store", () => {
     ]);
   });
 
+  test("the README's scorer over a dense batch equals the same sum over the typed values", () => {
+    // The function the README shows feeding a model, verbatim.
+    function score(b: DenseBatch, weights: Float32Array, bias: number, out: Float32Array): Float32Array {
+      for (let r = 0; r < b.rows; r++) {
+        let z = bias;
+        for (let c = 0; c < b.width; c++) z += b.values[r * b.width + c]! * weights[c]!;
+        out[r] = 1 / (1 + Math.exp(-z));
+      }
+      return out;
+    }
+    const s = store();
+    const ids = Array.from({ length: 20 }, (_, i) => `u${i}`);
+    ids.forEach((id, i) => {
+      if (i % 7 !== 3) s.setFeatures(id, { clicks: i, ctr: { double: i / 40 }, emb: [i / 10, -i / 20] });
+    });
+    const spec = new FeatureVectorSpec(["clicks", { name: "ctr", default: -1 }, { name: "emb", width: 2 }]);
+    const weights = new Float32Array([0.05, 2, -0.3, 0.7]);
+    const batch = spec.newBatch(64);
+    const got = score(s.getDense(ids, spec, batch), weights, -1.5, new Float32Array(64));
+    const typed = s.batchGet(ids).results;
+    typed.forEach((r, i) => {
+      const f = r.features;
+      const x = r.found ? [f.clicks as number, f.ctr as number, ...(f.emb as Float32Array)] : [0, -1, 0, 0]; // an unknown entity's row: the defaults
+      let z = -1.5;
+      x.forEach((v, c) => {
+        z += Math.fround(v) * weights[c]!;
+      });
+      expect(got[i]).toBeCloseTo(1 / (1 + Math.exp(-z)), 6);
+    });
+    expect(Array.from(batch.found.subarray(0, batch.rows))).toEqual(ids.map((_, i) => (i % 7 === 3 ? 0 : 1)));
+  });
+
   test("a list of the wrong width is a WidthMismatch cell with its default; the row's other cells are read", () => {
     const s = store();
     s.setFeatures("short", { v: new Float32Array([1, 2]), n: 3 });

@@ -568,6 +568,37 @@ function malformed(what: string): FeatureStoreError {
   return new FeatureStoreError(Code.Internal, `malformed answer: ${what}`);
 }
 
+/**
+ * A length of one or two varint bytes at buf[p] (every name, value and embedding under 16 KiB),
+ * or -1 for a longer or truncated one, which the general walk then takes. It takes
+ * `buf[p] < 0x80 ? 1 : 2` bytes; callers check where it ends against their own bounds.
+ */
+function shortLength(buf: Uint8Array, p: number): number {
+  const l = buf[p]!;
+  if (l < 0x80) return l;
+  const b2 = buf[p + 1]!;
+  return b2 < 0x80 ? (l & 0x7f) | (b2 << 7) : -1;
+}
+
+/**
+ * Where the value field of the FeatureValue at buf[s, end) starts: after the event time (0x50)
+ * and max age (0x58) varints the server stores first, which a dense read does not use. May
+ * return a position past `end` for a truncated value (callers check).
+ */
+function skipValueMeta(buf: Uint8Array, s: number, end: number): number {
+  if (buf[s] === 0x50) {
+    s++;
+    while (s < end && buf[s]! >= 0x80) s++;
+    s++;
+  }
+  if (buf[s] === 0x58) {
+    s++;
+    while (s < end && buf[s]! >= 0x80) s++;
+    s++;
+  }
+  return s;
+}
+
 /** Counts the results (field 1) of a BatchGetResponse. */
 export function countBatchResults(buf: Uint8Array, start = 0, end = buf.length): number {
   const d = decoder;
@@ -777,18 +808,7 @@ class DenseDecoder {
         this.p = e;
       } else this.skip(buf, end, t & 7);
     }
-    out.found[row] = found ? 1 : 0;
-    const present = out.present;
-    const at0 = row * spec.width;
-    for (let k = 0; k < features; k++) {
-      const cell = cell0 + k;
-      if (!found) status[cell] = CellStatus.EntityMissing;
-      if (status[cell] === CellStatus.Ok) present[cell] = 1;
-      else {
-        present[cell] = 0;
-        this.restore(spec, k, out, at0 + spec.offsets[k]!);
-      }
-    }
+    this.finishRow(spec, out, row, found);
   }
 
   /**
@@ -843,15 +863,10 @@ class DenseDecoder {
       }
       if (t !== 0x12 && t !== 0x0a && t !== 0x22) return false;
       // A length-delimited field: features (2), entity_id (1) or a missing name (4).
-      let l = buf[p + 1]!;
-      let q = p + 2;
-      if (l >= 0x80) {
-        const b2 = buf[q++]!;
-        if (b2 >= 0x80) return false;
-        l = (l & 0x7f) | (b2 << 7);
-      }
+      const l = shortLength(buf, p + 1);
+      const q = p + (buf[p + 1]! < 0x80 ? 2 : 3);
       const e = q + l;
-      if (e > end) return false;
+      if (l < 0 || e > end) return false;
       p = e;
       if (t !== 0x12) continue;
       // The entry: 0a <kl> name 12 <vl> value.
@@ -859,14 +874,9 @@ class DenseDecoder {
       const ks = q + 2;
       const ke = ks + kl;
       if (buf[q] !== 0x0a || kl >= 0x80 || ke + 2 > e || buf[ke] !== 0x12) return false;
-      let vl = buf[ke + 1]!;
-      let s = ke + 2;
-      if (vl >= 0x80) {
-        const b2 = buf[s++]!;
-        if (b2 >= 0x80) return false;
-        vl = (vl & 0x7f) | (b2 << 7);
-      }
-      if (s + vl !== e) return false;
+      const vl = shortLength(buf, ke + 1);
+      const vs = ke + (buf[ke + 1]! < 0x80 ? 2 : 3);
+      if (vl < 0 || vs + vl !== e) return false;
       let f = nextGuess[prev]!;
       if (f < 0 || !table.equals(f, buf, ks, ke)) {
         f = table.find(buf, ks, ke, hashBytes(buf, ks, ke));
@@ -874,17 +884,7 @@ class DenseDecoder {
         nextGuess[prev] = f;
       }
       prev = f;
-      // Step over the event time and max age the server stores first.
-      if (buf[s] === 0x50) {
-        s++;
-        while (s < e && buf[s]! >= 0x80) s++;
-        s++;
-      }
-      if (buf[s] === 0x58) {
-        s++;
-        while (s < e && buf[s]! >= 0x80) s++;
-        s++;
-      }
+      const s = skipValueMeta(buf, vs, e);
       if (s >= e) return false;
       const t0 = buf[s]!;
       const at = at0 + offsets[f]!;
@@ -914,21 +914,11 @@ class DenseDecoder {
       } else if (kind === KIND_VECTOR) {
         // 32 <len> 0a <len> floats: exactly the declared width.
         if (t0 !== 0x32) return false;
-        let ol = buf[s + 1]!;
-        let d = s + 2;
-        if (ol >= 0x80) {
-          const b2 = buf[d++]!;
-          if (b2 >= 0x80) return false;
-          ol = (ol & 0x7f) | (b2 << 7);
-        }
-        if (d + ol !== e || buf[d] !== 0x0a) return false;
-        let fl = buf[d + 1]!;
-        d += 2;
-        if (fl >= 0x80) {
-          const b2 = buf[d++]!;
-          if (b2 >= 0x80) return false;
-          fl = (fl & 0x7f) | (b2 << 7);
-        }
+        const ol = shortLength(buf, s + 1);
+        const list = s + (buf[s + 1]! < 0x80 ? 2 : 3);
+        if (ol < 0 || list + ol !== e || buf[list] !== 0x0a) return false;
+        const fl = shortLength(buf, list + 1);
+        const d = list + (buf[list + 1]! < 0x80 ? 2 : 3);
         const w = spec.widths[f]!;
         if (d + fl !== e || fl !== w * 4) return false;
         const bytes = out.valueBytes;
@@ -946,7 +936,20 @@ class DenseDecoder {
       status[cell0 + f] = CellStatus.Ok;
     }
     if (p !== end) return false;
+    this.finishRow(spec, out, row, found);
+    return true;
+  }
+
+  /**
+   * Ends row `row` once its entries are read: `found`, then the mask, and the defaults put back
+   * in every cell without a usable value (an unknown entity's cells become EntityMissing).
+   */
+  finishRow(spec: FeatureVectorSpec, out: DenseBatch, row: number, found: boolean): void {
     out.found[row] = found ? 1 : 0;
+    const features = spec.features;
+    const cell0 = row * features;
+    const at0 = row * spec.width;
+    const status = out.status;
     const present = out.present;
     for (let k = 0; k < features; k++) {
       const cell = cell0 + k;
@@ -954,10 +957,9 @@ class DenseDecoder {
       if (status[cell] === CellStatus.Ok) present[cell] = 1;
       else {
         present[cell] = 0;
-        this.restore(spec, k, out, at0 + offsets[k]!);
+        this.restore(spec, k, out, at0 + spec.offsets[k]!);
       }
     }
-    return true;
   }
 
   /**
@@ -982,13 +984,8 @@ class DenseDecoder {
     const kl = buf[start + 1]!;
     if (buf[start] === 0x0a && kl < 0x80 && start + 2 + kl + 2 <= end) {
       const k2 = start + 2 + kl;
-      let vl = buf[k2 + 1]!;
-      let v0 = k2 + 2;
-      if (vl >= 0x80 && v0 < end) {
-        const b2 = buf[v0]!;
-        vl = b2 < 0x80 ? (vl & 0x7f) | (b2 << 7) : -1;
-        v0++;
-      }
+      const vl = shortLength(buf, k2 + 1);
+      const v0 = k2 + (buf[k2 + 1]! < 0x80 ? 2 : 3);
       if (buf[k2] === 0x12 && vl >= 0 && v0 + vl === end) {
         ks = start + 2;
         ke = k2;
@@ -1044,19 +1041,9 @@ class DenseDecoder {
     let fs = 0;
     let fe = 0;
     this.p = start;
-    // A stored value starts with its event time (0x50 varint) and maybe its max age (0x58
-    // varint), which a dense read does not use: step over them. Other orders take the loop.
-    let s = start;
-    if (buf[s] === 0x50) {
-      s++;
-      while (s < end && buf[s]! >= 0x80) s++;
-      s++;
-      if (buf[s] === 0x58) {
-        s++;
-        while (s < end && buf[s]! >= 0x80) s++;
-        s++;
-      }
-    }
+    // A stored value starts with its event time and maybe its max age: stepped over. Other
+    // orders take the loop.
+    const s = skipValueMeta(buf, start, end);
     // Then one field that fills the value, as every encoder writes it: read it without the loop.
     const t0 = s < end ? buf[s]! : 0;
     if (t0 === 0x11 && s + 9 === end) {
@@ -1074,13 +1061,8 @@ class DenseDecoder {
         this.p = end;
       }
     } else if (t0 === 0x1a || t0 === 0x2a || t0 === 0x32 || t0 === 0x3a) {
-      let l = buf[s + 1]!;
-      let d = s + 2;
-      if (l >= 0x80 && d < end) {
-        const b2 = buf[d]!;
-        l = b2 < 0x80 ? (l & 0x7f) | (b2 << 7) : -1;
-        d++;
-      }
+      const l = shortLength(buf, s + 1);
+      const d = s + (buf[s + 1]! < 0x80 ? 2 : 3);
       if (l >= 0 && d + l === end) {
         field = t0 >>> 3;
         fs = d;

@@ -12,8 +12,7 @@
  *
  * Measurement only: the figures go back to run.ts, which writes them; grpc-report.ts prints.
  */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Histogram } from "./hist.ts";
 import type { OpFn } from "./load.ts";
@@ -132,17 +131,16 @@ function pkgVersion(root: string, pkg: string): string {
 export async function grpcComparison(ctx: GrpcContext): Promise<GrpcMeasured> {
   const n = ctx.ids.length;
   const { log } = ctx;
-  // Our server with its default durable store, in a directory of its own (not ./data, which
-  // other runs may share); the reads below are all hot-tier hits.
-  const dataDir = mkdtempSync(join(tmpdir(), "fs-bench-grpc-"));
+  // Our server with its default durable store, in a directory of its own (startOurServer's);
+  // the reads below are all hot-tier hits.
   const drivers: Driver[] = [];
   try {
-    log(`starting our server (DATA_DIR=${dataDir}) and loading ${n} entities over TCP...`);
+    log(`starting our server and loading ${n} entities over TCP...`);
     const ours = await startOurServer(
       ctx.root,
       ctx.serverEntry,
       n,
-      { METRICS_ENABLED: "true", DATA_DIR: dataDir },
+      { METRICS_ENABLED: "true" },
       ctx.serverCpus,
     );
     ctx.procs.push(ours.proc);
@@ -222,7 +220,6 @@ export async function grpcComparison(ctx: GrpcContext): Promise<GrpcMeasured> {
   } finally {
     for (const d of drivers) await d.close().catch(() => {});
     for (const p of ctx.procs.splice(0)) await p.stop().catch(() => {});
-    rmSync(dataDir, { recursive: true, force: true });
   }
 }
 

@@ -287,11 +287,7 @@ export function internName(buf: Uint8Array, start: number, end: number): string 
   for (let i = start; i < end; i++) h = Math.imul(h ^ buf[i]!, 0x01000193);
   const slot = (h >>> 22) & (NAME_SLOTS - 1);
   const seen = internedBytes[slot];
-  if (seen !== undefined && seen.length === n) {
-    let i = 0;
-    while (i < n && seen[i] === buf[start + i]) i++;
-    if (i === n) return internedNames[slot]!;
-  }
+  if (seen !== undefined && sameBytes(seen, buf, start, end)) return internedNames[slot]!;
   const name = utf8Slice(buf, start, end);
   internedBytes[slot] = buf.slice(start, end);
   internedNames[slot] = name;

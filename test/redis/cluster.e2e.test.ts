@@ -173,6 +173,10 @@ describe("two servers over one Redis Cluster", () => {
       REDIS_CLUSTER_NODES: cluster.seeds,
       REDIS_READ_FROM_REPLICAS: "true",
     });
+    // C learns the cluster's shape once, at start, and a replica still resyncing after the
+    // SIGSTOP above would be left out of it (a CI run read masters only for 30 s).
+    // (Polled every 100 ms: each check runs redis-cli twice per node.)
+    await waitUntil("the cluster settled, every replica's link up", () => cluster.settled(), WAIT_MS, 100);
     const serverC = await startServer(env, (s) => servers.push(s));
     await until("C ready", async () => (await serverC.httpStatus("/ready")) === 200);
     const c = await connect(serverC, 2);

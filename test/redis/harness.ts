@@ -473,6 +473,13 @@ export interface RedisCluster {
    * Throws with the last observed state after `timeoutMs`.
    */
   waitForFailover(deadNode: RedisNode, timeoutMs: number): Promise<number>;
+  /**
+   * True once every node reports `cluster_state:ok` and knows every other, and every replica's
+   * link to its master is up (as after `startCluster`). A client discovers the cluster's shape
+   * once (CLUSTER SLOTS, which leaves out a replica not in sync), so a test that needs replicas
+   * in that shape waits for this first.
+   */
+  settled(): Promise<boolean>;
   /** Stops every node and removes the temporary dirs. */
   stop(): Promise<void>;
   /** Same as `stop()`, for `await using cluster = await startCluster()`. */
@@ -602,6 +609,10 @@ class Cluster implements RedisCluster {
       () => `failover of ${deadNode.port}: ${last}`,
     );
     return Math.round(performance.now() - start);
+  }
+
+  settled(): Promise<boolean> {
+    return clusterSettled(this.nodes, () => {});
   }
 
   async stop(): Promise<void> {
